@@ -1,0 +1,59 @@
+# qdesk: `make run` serves on http://127.0.0.1:8080, `make check` runs every test.
+# Both install what is missing first (scripts/deps). See README.md.
+
+BUILD := build
+SAN   := build-san
+GUEST := $(BUILD)/guest
+
+.PHONY: all build san deps guest run check golden-regen clean
+
+all: build
+
+deps:
+	@scripts/deps
+
+$(BUILD)/build.ninja:
+	meson setup $(BUILD)
+
+build: $(BUILD)/build.ninja
+	@ninja -C $(BUILD)
+
+# The unit tests again, under AddressSanitizer and UndefinedBehaviorSanitizer.
+$(SAN)/build.ninja:
+	meson setup $(SAN) -Dbuildtype=debug -Db_sanitize=address,undefined -Db_lundef=false
+
+san: $(SAN)/build.ninja
+	@ninja -C $(SAN)
+
+# The demo guest, built from Debian packages (guest/README.md), and its catalogue
+# entries: the live ISO, a disk image of it, and the same kernel booted directly.
+$(GUEST)/demo.iso: $(wildcard guest/*)
+	guest/build $(GUEST)
+
+machines/demo.iso: $(GUEST)/demo.iso
+	cp $< $@
+
+machines/demo-disk.qcow2: $(GUEST)/demo.iso
+	qemu-img convert -O qcow2 $< $@.tmp && mv $@.tmp $@
+
+machines/demo-kernel.vmlinuz: $(GUEST)/demo.iso
+	cp $(GUEST)/vmlinuz $@
+
+machines/demo-kernel.initrd: $(GUEST)/demo.iso
+	cp $(GUEST)/initrd.img $@
+
+guest: machines/demo.iso machines/demo-disk.qcow2 machines/demo-kernel.vmlinuz \
+       machines/demo-kernel.initrd
+
+run: deps build guest
+	./$(BUILD)/qdesk serve
+
+check: deps build san guest
+	@tests/run
+
+# Rewrite tests/qemu-args/*.args|.err from the code; review the diff before committing.
+golden-regen: build
+	QDESK_REGENERATE=1 $(BUILD)/tests/golden tests/qemu-args
+
+clean:
+	rm -rf $(BUILD) $(SAN)

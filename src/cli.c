@@ -1,0 +1,396 @@
+#include "cli.h"
+
+#include "catalog/catalog.h"
+#include "qemu/cmdline.h"
+#include "qemu/spec.h"
+#include "qemu/vm.h"
+#include "util/fs.h"
+#include "util/log.h"
+#include "util/proc.h"
+#include "util/units.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <jansson.h>
+#include <poll.h>
+#include <signal.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/inotify.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+/* The catalogue, the host and the resolved VM of a foreground command. */
+struct cli_vm {
+    struct catalog *catalog;
+    struct spec_host host;
+    struct spec_request req;
+    struct vm_spec spec;
+    char qemu_img[PATH_MAX];
+};
+
+static void cli_vm_free(struct cli_vm *v)
+{
+    catalog_free(v->catalog);
+    v->catalog = NULL;
+}
+
+static struct catalog *load_catalog(const struct config *cfg, char *qemu_img, size_t size)
+{
+    char err[1024];
+    if (cfg->qemu_img[0])
+        snprintf(qemu_img, size, "%s", cfg->qemu_img);
+    else if (proc_find_exe("qemu-img", qemu_img, size) < 0) {
+        fprintf(stderr, "qdesk: qemu-img is not installed (Debian package qemu-utils)\n");
+        return NULL;
+    }
+    struct catalog *c = catalog_load(cfg->machines, qemu_img, err, sizeof(err));
+    if (!c)
+        fprintf(stderr, "qdesk: %s\n", err);
+    return c;
+}
+
+static void format_size(uint64_t bytes, char *out, size_t outsz)
+{
+    static const char *const units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+    double v = (double)bytes;
+    int u = 0;
+    while (v >= 1024 && u < 4) {
+        v /= 1024;
+        u++;
+    }
+    snprintf(out, outsz, u ? "%.1f %s" : "%.0f %s", v, units[u]);
+}
+
+int cli_machines(const struct config *cfg, int argc, char **argv)
+{
+    bool json = argc == 2 && !strcmp(argv[1], "--json");
+    if (argc > 2 || (argc == 2 && !json)) {
+        fprintf(stderr, "usage: qdesk machines [--json]\n");
+        return 2;
+    }
+    char qemu_img[PATH_MAX];
+    struct catalog *c = load_catalog(cfg, qemu_img, sizeof(qemu_img));
+    if (!c)
+        return 1;
+    if (json) {
+        json_t *list = json_array();
+        for (size_t i = 0; i < c->n; i++)
+            json_array_append_new(list, catalog_machine_json(&c->machines[i]));
+        json_dumpf(list, stdout, JSON_INDENT(2));
+        putchar('\n');
+        json_decref(list);
+    } else {
+        printf("%-20s %-6s %-6s %10s  %-8s %s\n", "NAME", "FORMAT", "MEDIA", "SIZE", "ARCH",
+               "DESCRIPTION");
+        for (size_t i = 0; i < c->n; i++) {
+            const struct catalog_machine *m = &c->machines[i];
+            static const char *const media[] = {"disk", "cdrom", "kernel"};
+            char size[32];
+            if (m->refused[0])
+                continue;
+            format_size(m->virtual_size, size, sizeof(size));
+            printf("%-20s %-6s %-6s %10s  %-8s %s\n", m->name,
+                   m->n_chain ? m->chain[0].format : "-", media[m->media],
+                   m->n_chain ? size : "-", m->arch, m->description);
+        }
+        for (size_t i = 0; i < c->n; i++)
+            if (c->machines[i].refused[0])
+                fprintf(stderr, "refused: %s: %s\n", c->machines[i].name,
+                        c->machines[i].refused);
+    }
+    catalog_free(c);
+    return 0;
+}
+
+/* Parses MACHINE [OPTS] into v->req. Returns 0, or 2 after printing the error. */
+static int parse_opts(struct cli_vm *v, int argc, char **argv, bool *json)
+{
+    static const struct option opts[] = {
+        {"cpus", required_argument, NULL, 0},     {"memory", required_argument, NULL, 0},
+        {"lifetime", required_argument, NULL, 0}, {"disk", required_argument, NULL, 0},
+        {"gpu", required_argument, NULL, 0},      {"usb", required_argument, NULL, 0},
+        {"net", required_argument, NULL, 0},      {"mount", required_argument, NULL, 0},
+        {"script", required_argument, NULL, 0},   {"oneshot", no_argument, NULL, 0},
+        {"persistent", no_argument, NULL, 0},     {"json", no_argument, NULL, 0},
+        {NULL, 0, NULL, 0},
+    };
+    char err[1024];
+    int index;
+    optind = 1;
+    opterr = 0;
+    for (;;) {
+        int c = getopt_long(argc, argv, "", opts, &index);
+        if (c == -1)
+            break;
+        if (c != 0) {
+            fprintf(stderr, "qdesk %s: unknown or incomplete option '%s'\n", argv[0],
+                    argv[optind - 1]);
+            return 2;
+        }
+        const char *name = opts[index].name;
+        if (!strcmp(name, "oneshot"))
+            v->req.oneshot = true;
+        else if (!strcmp(name, "persistent"))
+            v->req.persistent = true;
+        else if (!strcmp(name, "json") && json)
+            *json = true;
+        else if (!strcmp(name, "json") ||
+                 spec_request_set(&v->req, name, optarg, err, sizeof(err)) < 0) {
+            fprintf(stderr, "qdesk %s: %s\n", argv[0],
+                    strcmp(name, "json") ? err : "--json is not an option here");
+            return 2;
+        }
+    }
+    if (optind != argc - 1) {
+        fprintf(stderr, "usage: qdesk %s MACHINE [OPTS]\n", argv[0]);
+        return 2;
+    }
+    if (spec_request_set(&v->req, "machine", argv[optind], err, sizeof(err)) < 0) {
+        fprintf(stderr, "qdesk %s: %s\n", argv[0], err);
+        return 2;
+    }
+    return 0;
+}
+
+/* Loads everything a foreground VM needs and resolves it as name in rundir.
+ * Returns 0, or an exit status after printing the error. */
+static int resolve(const struct config *cfg, struct cli_vm *v, const char *name,
+                   const char *rundir)
+{
+    char err[1024];
+    struct spec_limits lim;
+    v->catalog = load_catalog(cfg, v->qemu_img, sizeof(v->qemu_img));
+    if (!v->catalog)
+        return 1;
+    const struct catalog_machine *m = catalog_lookup(v->catalog, v->req.machine, err,
+                                                     sizeof(err));
+    if (!m) {
+        fprintf(stderr, "qdesk: %s\n", err);
+        return 1;
+    }
+    spec_host_probe(cfg, &v->host);
+    spec_limits_from_config(cfg, &lim);
+    if (spec_resolve(&v->req, m, &v->host, &lim, name, rundir, &v->spec, err, sizeof(err)) <
+        0) {
+        fprintf(stderr, "qdesk: %s\n", err);
+        return 1;
+    }
+    return 0;
+}
+
+int cli_args(const struct config *cfg, int argc, char **argv)
+{
+    struct cli_vm v = {0};
+    char rundir[PATH_MAX + 64];
+    int rc = parse_opts(&v, argc, argv, NULL);
+    if (rc)
+        return rc;
+    snprintf(rundir, sizeof(rundir), "%s/run/%s", cfg->state, v.req.machine);
+    rc = resolve(cfg, &v, v.req.machine, rundir);
+    if (rc == 0) {
+        struct argv a;
+        argv_init(&a);
+        if (qemu_build_cmdline(&a, &v.spec) < 0) {
+            fprintf(stderr, "qdesk: %s\n", a.err);
+            rc = 1;
+        } else {
+            char *text = argv_format(&a);
+            fputs(text ? text : "", stdout);
+            free(text);
+        }
+        argv_free(&a);
+    }
+    cli_vm_free(&v);
+    return rc;
+}
+
+/* Copies what the guest wrote to its serial console since *offset to stdout. */
+static void copy_serial(const char *path, off_t *offset)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return;
+    char buf[65536];
+    ssize_t r;
+    while ((r = pread(fd, buf, sizeof(buf), *offset)) > 0) {
+        fwrite(buf, 1, (size_t)r, stdout);
+        *offset += r;
+    }
+    fflush(stdout);
+    close(fd);
+}
+
+/* Runs the started VM until it exits, stopping it on SIGINT/SIGTERM or when its
+ * lifetime ends. Returns the exit status for qdesk run. */
+static int supervise(struct vm *vm, const struct config *cfg, uint64_t lifetime_s)
+{
+    char serial[PATH_MAX + 32];
+    snprintf(serial, sizeof(serial), "%s/%s", vm->rundir, RUNDIR_SERIAL);
+    sigset_t mask;
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGINT);
+    sigaddset(&mask, SIGTERM);
+    sigaddset(&mask, SIGHUP);
+    int sfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
+    int ifd = inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
+    if (ifd >= 0 && inotify_add_watch(ifd, serial, IN_MODIFY) < 0) {
+        close(ifd);
+        ifd = -1;
+    }
+    int pidfd = proc_pidfd(vm->pid);
+    uint64_t expires = proc_now_ms() + lifetime_s * 1000;
+    off_t offset = 0;
+    const char *why = NULL;
+
+    while (vm_alive(vm)) {
+        uint64_t now = proc_now_ms();
+        int timeout = ifd < 0 ? 100 : 60000; /* without inotify, poll the serial log */
+        if (vm->stop_phase == VM_STOP_NONE) {
+            if (now >= expires) {
+                why = "its lifetime ended";
+                fprintf(stderr, "qdesk: stopping the VM: %s\n", why);
+                vm_stop_escalate(vm, (int)cfg->stop_grace_s * 1000);
+                continue;
+            }
+            if (expires - now < (uint64_t)timeout)
+                timeout = (int)(expires - now);
+        } else {
+            int stop_wait = vm_stop_tick(vm);
+            if (stop_wait >= 0 && stop_wait < timeout)
+                timeout = stop_wait;
+        }
+        struct pollfd p[4] = {{sfd, POLLIN, 0}, {ifd, POLLIN, 0}, {pidfd, POLLIN, 0},
+                              {vm->qmp ? qmp_fd(vm->qmp) : -1, POLLIN, 0}};
+        if (poll(p, 4, timeout) < 0 && errno != EINTR)
+            break;
+        if (p[0].revents & POLLIN) {
+            struct signalfd_siginfo si;
+            while (read(sfd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
+                why = vm->stop_phase == VM_STOP_NONE ? "stopping the VM (again to force)"
+                                                     : "forcing the VM to stop";
+                fprintf(stderr, "\nqdesk: %s\n", why);
+                vm_stop_escalate(vm, (int)cfg->stop_grace_s * 1000);
+            }
+        }
+        if (p[1].revents & POLLIN) {
+            char ev[4096];
+            while (read(ifd, ev, sizeof(ev)) > 0)
+                ;
+        }
+        copy_serial(serial, &offset);
+        if (vm->qmp && (p[3].revents & (POLLIN | POLLHUP))) {
+            if (qmp_read(vm->qmp) < 0) {
+                qmp_close(vm->qmp);
+                vm->qmp = NULL;
+            }
+            json_t *ev;
+            while (vm->qmp && (ev = qmp_next_event(vm->qmp))) {
+                const char *name = json_string_value(json_object_get(ev, "event"));
+                if (name && !strcmp(name, "SHUTDOWN"))
+                    fprintf(stderr, "qdesk: the guest shut down\n");
+                json_decref(ev);
+            }
+        }
+    }
+    copy_serial(serial, &offset);
+    if (sfd >= 0)
+        close(sfd);
+    if (ifd >= 0)
+        close(ifd);
+    if (pidfd >= 0)
+        close(pidfd);
+    int status = vm->exit_status;
+    if (vm->stop_phase == VM_STOP_NONE && WIFSIGNALED(status)) {
+        fprintf(stderr, "qdesk: QEMU was killed by signal %d\n", WTERMSIG(status));
+        return 1;
+    }
+    if (vm->stop_phase == VM_STOP_NONE && WIFEXITED(status) && WEXITSTATUS(status)) {
+        char line[512];
+        vm_last_log_line(vm->rundir, line, sizeof(line));
+        fprintf(stderr, "qdesk: QEMU failed: %s\n", line[0] ? line : "see qemu.log");
+        return 1;
+    }
+    fprintf(stderr, "qdesk: the VM has stopped\n");
+    return 0;
+}
+
+int cli_run(const struct config *cfg, int argc, char **argv)
+{
+    struct cli_vm v = {0};
+    char id[32], rundir[PATH_MAX + 64], runbase[PATH_MAX + 8], err[1024];
+    int rc = parse_opts(&v, argc, argv, NULL);
+    if (rc)
+        return rc;
+    if (sodium_init() < 0)
+        return 1;
+    unsigned char rnd[4];
+    randombytes_buf(rnd, sizeof(rnd));
+    snprintf(id, sizeof(id), "run-%02x%02x%02x%02x", rnd[0], rnd[1], rnd[2], rnd[3]);
+    snprintf(runbase, sizeof(runbase), "%s/run", cfg->state);
+    snprintf(rundir, sizeof(rundir), "%s/%s", runbase, id);
+    rc = resolve(cfg, &v, id, rundir);
+    if (rc) {
+        cli_vm_free(&v);
+        return rc;
+    }
+    uint64_t lifetime = v.req.lifetime_s ? v.req.lifetime_s : cfg->default_lifetime_s;
+
+    struct vm_user user = {0};
+    if (cfg->qemu_user[0]) {
+        if (proc_lookup_user(cfg->qemu_user, &user.uid, &user.gid, err, sizeof(err)) < 0) {
+            fprintf(stderr, "qdesk: [qemu] qemu_user: %s\n", err);
+            cli_vm_free(&v);
+            return 1;
+        }
+        user.set = true;
+    }
+
+    /* Signals are taken through a signalfd once QEMU runs; block them now so a
+     * Ctrl-C during start-up is not lost, and QEMU (which resets its mask) is not
+     * affected. */
+    sigset_t mask;
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGINT);
+    sigaddset(&mask, SIGTERM);
+    sigaddset(&mask, SIGHUP);
+    sigprocmask(SIG_BLOCK, &mask, NULL);
+
+    struct argv a;
+    struct vm vm = {0};
+    argv_init(&a);
+    int mk = fs_mkdir_p(runbase, 0755);
+    if (mk < 0) {
+        fprintf(stderr, "qdesk: cannot create %s: %s\n", runbase, strerror(-mk));
+        rc = 1;
+    } else if (qemu_build_cmdline(&a, &v.spec) < 0) {
+        fprintf(stderr, "qdesk: %s\n", a.err);
+        rc = 1;
+    } else if (vm_prepare(&v.spec, v.qemu_img, &user, err, sizeof(err)) < 0) {
+        fprintf(stderr, "qdesk: %s\n", err);
+        rc = 1;
+    } else if (vm_spawn(&vm, &v.spec, &a, &user, NULL, 0, NULL, err, sizeof(err)) < 0 ||
+               vm_connect(&vm, 15000, err, sizeof(err)) < 0) {
+        fprintf(stderr, "qdesk: %s\n", err);
+        snprintf(vm.rundir, sizeof(vm.rundir), "%s", rundir);
+        vm_cleanup(&vm);
+        rc = 1;
+    } else {
+        char life[32];
+        units_format_duration(lifetime, life, sizeof(life));
+        fprintf(stderr,
+                "qdesk: %s is running (pid %d, %s under %s, lifetime %s)\n"
+                "qdesk: run directory: %s\n"
+                "qdesk: VNC socket: %s/%s\n",
+                v.req.machine, (int)vm.pid, v.spec.arch, v.spec.kvm ? "KVM" : "TCG", life,
+                rundir, rundir, RUNDIR_VNC);
+        rc = supervise(&vm, cfg, lifetime);
+        vm_cleanup(&vm);
+    }
+    argv_free(&a);
+    cli_vm_free(&v);
+    return rc;
+}

@@ -1,0 +1,74 @@
+/* config: the service's one INI file. Every key is optional; zero config listens
+ * on 127.0.0.1:8080, reads machines from ./machines and keeps state in ./state.
+ * qdesk.conf.example in the repository documents every key. */
+#ifndef QDESK_CONFIG_H
+#define QDESK_CONFIG_H
+
+#include <limits.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define CONFIG_DEFAULT_PATH "/etc/qdesk/qdesk.conf"
+
+struct config {
+    /* [server] */
+    char listen[128];        /* host:port */
+    char base_url[256];      /* public URL prefix of links; "" derives it from listen */
+    char tls_cert[PATH_MAX]; /* HTTPS and WSS when both are set */
+    char tls_key[PATH_MAX];
+    char auth[16];           /* none | local | pam (and later backends) */
+    bool allow_remote_none;  /* auth none on a non-loopback address */
+    char control_socket[PATH_MAX]; /* "" = STATE/control.sock */
+    char pam_service[64];
+
+    /* [paths] */
+    char machines[PATH_MAX];
+    char state[PATH_MAX];
+    char sysroot[PATH_MAX];
+
+    /* [qemu] */
+    char accel[8];           /* auto | kvm | tcg */
+    char qemu_user[64];      /* "" = do not switch user */
+    char qemu_x86_64[PATH_MAX];
+    char qemu_aarch64[PATH_MAX];
+    char qemu_img[PATH_MAX];
+    char ovmf_code[PATH_MAX];
+    char ovmf_vars[PATH_MAX];
+    char aavmf_code[PATH_MAX];
+    char aavmf_vars[PATH_MAX];
+    uint64_t stop_grace_s;   /* powerdown to quit */
+
+    /* [sessions] */
+    uint64_t default_cpus;
+    uint64_t default_memory_mb;
+    uint64_t default_lifetime_s;
+    uint64_t min_lifetime_s;
+    uint64_t max_lifetime_s;
+    uint64_t min_memory_mb;
+    uint64_t max_memory_mb;  /* 0 = the host's memory */
+    uint64_t default_disk_gb;
+    uint64_t max_disk_gb;
+
+    /* [limits]: admission control */
+    uint64_t max_sessions;
+    uint64_t max_sessions_per_user;
+    double user_cpu_fraction;     /* of the host's cores one user may hold */
+    double user_memory_fraction;  /* of the host's memory one user may hold */
+    double max_load_per_core;     /* 1-minute load average / cores */
+    uint64_t min_mem_available_mb;
+};
+
+/* Fills c with the built-in defaults. */
+void config_defaults(struct config *c);
+
+/* Reads path over the defaults already in c. A missing file is an error only when
+ * required. Unknown sections/keys and bad values are errors naming file:line.
+ * Returns 0, or -1 with err. */
+int config_load(struct config *c, const char *path, bool required, char *err, size_t errsz);
+
+/* Sets one "section.key" (as a command-line override would). Returns 0 or -1. */
+int config_set(struct config *c, const char *section, const char *key, const char *value,
+               char *err, size_t errsz);
+
+#endif

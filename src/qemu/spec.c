@@ -1,0 +1,451 @@
+#include "qemu/spec.h"
+
+#include "catalog/catalog.h"
+#include "config.h"
+#include "qemu/accel.h"
+#include "util/argv.h"
+#include "util/fs.h"
+#include "util/log.h"
+#include "util/proc.h"
+#include "util/units.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/un.h>
+#include <sys/utsname.h>
+#include <unistd.h>
+
+static const char *const gpu_names[SPEC_GPU_KINDS] = {"none", "virgl", "vf", "passthrough",
+                                                      "mdev"};
+
+int spec_gpu_parse(const char *name)
+{
+    for (int i = 0; i < SPEC_GPU_KINDS; i++)
+        if (strcmp(name, gpu_names[i]) == 0)
+            return i;
+    return -1;
+}
+
+const char *spec_gpu_name(enum spec_gpu kind)
+{
+    return kind < SPEC_GPU_KINDS ? gpu_names[kind] : "?";
+}
+
+/* Parses a whole decimal number in [min, max]. */
+static int parse_count(const char *value, uint64_t min, uint64_t max, uint64_t *out)
+{
+    char *end;
+    if (!isdigit((unsigned char)value[0]))
+        return -1;
+    errno = 0;
+    unsigned long long n = strtoull(value, &end, 10);
+    if (errno || *end || n < min || n > max)
+        return -1;
+    *out = n;
+    return 0;
+}
+
+static bool usb_id_ok(const char *s)
+{
+    /* VID:PID, four hex digits each */
+    if (strlen(s) == 9 && s[4] == ':') {
+        for (int i = 0; i < 9; i++)
+            if (i != 4 && !isxdigit((unsigned char)s[i]))
+                return false;
+        return true;
+    }
+    /* BUS-PORT[.PORT...], as in /sys/bus/usb/devices */
+    size_t n = strspn(s, "0123456789");
+    if (n == 0 || s[n] != '-' || !isdigit((unsigned char)s[n + 1]))
+        return false;
+    for (const char *p = s + n + 1; *p; p++)
+        if (!isdigit((unsigned char)*p) && !(*p == '.' && isdigit((unsigned char)p[1])))
+            return false;
+    return strlen(s) < 32;
+}
+
+static bool ifname_ok(const char *s)
+{
+    size_t n = strlen(s);
+    return n > 0 && n < 16 &&
+           strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-") == n;
+}
+
+/* Checks a host path given by a user: absolute, printable, no ".." component. */
+static int host_path_ok(const char *field, const char *value, size_t max, char *err,
+                        size_t errsz)
+{
+    if (value[0] != '/') {
+        snprintf(err, errsz, "%s: '%s' must be an absolute path", field, value);
+        return -1;
+    }
+    if (qopt_bad_char(value)) {
+        snprintf(err, errsz, "%s: control characters (such as a newline) are not allowed",
+                 field);
+        return -1;
+    }
+    if (strstr(value, "/../") || (strlen(value) >= 3 && !strcmp(value + strlen(value) - 3, "/.."))) {
+        snprintf(err, errsz, "%s: '..' is not allowed in a path", field);
+        return -1;
+    }
+    if (strlen(value) >= max) {
+        snprintf(err, errsz, "%s: longer than %zu characters", field, max - 1);
+        return -1;
+    }
+    return 0;
+}
+
+int spec_request_set(struct spec_request *r, const char *field, const char *value,
+                     char *err, size_t errsz)
+{
+    uint64_t n;
+    if (strcmp(field, "machine") == 0) {
+        if (catalog_name_ok(value) < 0) {
+            snprintf(err, errsz,
+                     "machine: '%s' is not a machine name (letters, digits, '.', '_', '-')",
+                     value);
+            return -1;
+        }
+        snprintf(r->machine, sizeof(r->machine), "%s", value);
+        return 0;
+    }
+    if (strcmp(field, "cpus") == 0) {
+        if (parse_count(value, 1, 1024, &n) < 0) {
+            snprintf(err, errsz, "cpus: '%s' must be a whole number of at least 1", value);
+            return -1;
+        }
+        r->cpus = (unsigned)n;
+        return 0;
+    }
+    if (strcmp(field, "memory") == 0 || strcmp(field, "memory_mb") == 0) {
+        bool api = field[6] == '_';
+        if (api ? parse_count(value, 1, UINT64_MAX >> 20, &n) < 0
+                : units_parse_size(value, 1ULL << 20, &n) < 0 || (n >>= 20) == 0) {
+            snprintf(err, errsz, "%s: '%s' must be %s", field, value,
+                     api ? "a whole number of MiB" : "a size such as 512M or 4G");
+            return -1;
+        }
+        r->memory_mb = n;
+        return 0;
+    }
+    if (strcmp(field, "lifetime") == 0 || strcmp(field, "lifetime_s") == 0) {
+        bool api = field[8] == '_';
+        if (api ? parse_count(value, 1, UINT64_MAX, &n) < 0
+                : units_parse_duration(value, &n) < 0 || n == 0) {
+            snprintf(err, errsz, "%s: '%s' must be %s", field, value,
+                     api ? "a whole number of seconds"
+                         : "a duration such as 90m, 4h, 2d or 1h30m");
+            return -1;
+        }
+        r->lifetime_s = n;
+        return 0;
+    }
+    if (strcmp(field, "disk") == 0 || strcmp(field, "disk_gb") == 0) {
+        if (parse_count(value, 1, 65536, &n) < 0) {
+            snprintf(err, errsz, "%s: '%s' must be a whole number of GiB from 1 to 65536",
+                     field, value);
+            return -1;
+        }
+        r->disk_gb = (unsigned)n;
+        return 0;
+    }
+    if (strcmp(field, "gpu") == 0) {
+        char kind[32];
+        const char *colon = strchr(value, ':');
+        snprintf(kind, sizeof(kind), "%.*s", colon ? (int)(colon - value) : 31, value);
+        int k = spec_gpu_parse(kind);
+        if (k < 0 || (colon && k != SPEC_GPU_MDEV)) {
+            snprintf(err, errsz, "gpu: '%s' is not one of %s", value, SPEC_GPU_NAMES);
+            return -1;
+        }
+        if (colon && (!colon[1] || strlen(colon + 1) >= sizeof(r->gpu_type) ||
+                      catalog_name_ok(colon + 1) < 0)) {
+            snprintf(err, errsz, "gpu: '%s' is not a mediated device type name", colon + 1);
+            return -1;
+        }
+        r->gpu = (enum spec_gpu)k;
+        snprintf(r->gpu_type, sizeof(r->gpu_type), "%s", colon ? colon + 1 : "");
+        return 0;
+    }
+    if (strcmp(field, "usb") == 0) {
+        if (!usb_id_ok(value)) {
+            snprintf(err, errsz, "usb: '%s' must be VID:PID (such as 046d:c52b) or BUS-PORT "
+                     "(such as 1-2.3)", value);
+            return -1;
+        }
+        if (r->n_usb == SPEC_MAX_USB) {
+            snprintf(err, errsz, "usb: at most %d devices", SPEC_MAX_USB);
+            return -1;
+        }
+        snprintf(r->usb[r->n_usb++], sizeof(r->usb[0]), "%s", value);
+        return 0;
+    }
+    if (strcmp(field, "net") == 0) {
+        if (strcmp(value, "user") == 0 || strcmp(value, "none") == 0) {
+            r->net = value[0] == 'u' ? SPEC_NET_USER : SPEC_NET_NONE;
+            return 0;
+        }
+        if (strncmp(value, "bridge=", 7) == 0 && ifname_ok(value + 7)) {
+            r->net = SPEC_NET_BRIDGE;
+            snprintf(r->bridge, sizeof(r->bridge), "%s", value + 7);
+            return 0;
+        }
+        snprintf(err, errsz, "net: '%s' must be user, none or bridge=NAME (an interface "
+                 "name of up to 15 letters, digits, '_', '.', '-')", value);
+        return -1;
+    }
+    if (strcmp(field, "mount") == 0 || strcmp(field, "mounts") == 0) {
+        if (host_path_ok(field, value, sizeof(r->mounts[0]), err, errsz) < 0)
+            return -1;
+        if (r->n_mounts == SPEC_MAX_MOUNTS) {
+            snprintf(err, errsz, "%s: at most %d mounts", field, SPEC_MAX_MOUNTS);
+            return -1;
+        }
+        snprintf(r->mounts[r->n_mounts++], sizeof(r->mounts[0]), "%s", value);
+        return 0;
+    }
+    if (strcmp(field, "script") == 0) {
+        if (host_path_ok(field, value, sizeof(r->script), err, errsz) < 0)
+            return -1;
+        snprintf(r->script, sizeof(r->script), "%s", value);
+        return 0;
+    }
+    snprintf(err, errsz, "'%s' is not a session field", field);
+    return -1;
+}
+
+void spec_limits_from_config(const struct config *cfg, struct spec_limits *lim)
+{
+    lim->min_memory_mb = cfg->min_memory_mb;
+    lim->max_memory_mb = cfg->max_memory_mb;
+    lim->default_memory_mb = cfg->default_memory_mb;
+    lim->default_cpus = (unsigned)cfg->default_cpus;
+    lim->default_lifetime_s = cfg->default_lifetime_s;
+    lim->min_lifetime_s = cfg->min_lifetime_s;
+    lim->max_lifetime_s = cfg->max_lifetime_s;
+    lim->default_disk_gb = (unsigned)cfg->default_disk_gb;
+    lim->max_disk_gb = (unsigned)cfg->max_disk_gb;
+}
+
+/* Copies src into dst of size n; refuses what QEMU cannot carry or what does not
+ * fit, naming field. */
+static int copy_checked(char *dst, size_t n, const char *src, const char *field, char *err,
+                        size_t errsz)
+{
+    int bad = qopt_bad_char(src);
+    if (bad) {
+        snprintf(err, errsz,
+                 "%s: the value holds control character 0x%02x (such as a newline), which "
+                 "QEMU cannot carry",
+                 field, bad);
+        return -1;
+    }
+    if (strlen(src) >= n) {
+        snprintf(err, errsz, "%s: longer than %zu characters", field, n - 1);
+        return -1;
+    }
+    memcpy(dst, src, strlen(src) + 1);
+    return 0;
+}
+
+int spec_resolve(const struct spec_request *req, const struct catalog_machine *m,
+                 const struct spec_host *host, const struct spec_limits *lim,
+                 const char *name, const char *rundir, struct vm_spec *out, char *err,
+                 size_t errsz)
+{
+    memset(out, 0, sizeof(*out));
+    if (m->refused[0]) {
+        snprintf(err, errsz, "machine: '%s' cannot be started: %s", m->name, m->refused);
+        return -1;
+    }
+    if (catalog_name_ok(name) < 0) {
+        snprintf(err, errsz, "name: '%s' must be letters, digits, '.', '_' or '-'", name);
+        return -1;
+    }
+    snprintf(out->name, sizeof(out->name), "%s", name);
+    if (copy_checked(out->rundir, sizeof(out->rundir), rundir, "rundir", err, errsz) < 0)
+        return -1;
+    /* QEMU's sockets live in the run directory; a unix socket path has a fixed limit. */
+    size_t max_rundir = sizeof(((struct sockaddr_un *)0)->sun_path) - sizeof("/qmp.sock");
+    if (strlen(rundir) > max_rundir) {
+        snprintf(err, errsz,
+                 "rundir: '%s' is longer than the %zu characters a unix socket path allows; "
+                 "set [paths] state to a shorter directory",
+                 rundir, max_rundir);
+        return -1;
+    }
+
+    /* Arch, machine type, firmware and accelerator. */
+    bool arm = strcmp(m->arch, "aarch64") == 0;
+    snprintf(out->arch, sizeof(out->arch), "%s", m->arch);
+    snprintf(out->machine_type, sizeof(out->machine_type), "%s", m->machine_type);
+    const char *qemu = arm ? host->qemu_aarch64 : host->qemu_x86_64;
+    if (!qemu[0]) {
+        snprintf(err, errsz, "machine: no QEMU for %s guests is installed (Debian package %s)",
+                 m->arch, arm ? "qemu-system-arm" : "qemu-system-x86");
+        return -1;
+    }
+    snprintf(out->qemu, sizeof(out->qemu), "%s", qemu);
+    out->uefi = strcmp(m->firmware, "uefi") == 0;
+    if (out->uefi) {
+        const char *code = arm ? host->aavmf_code : host->ovmf_code;
+        const char *vars = arm ? host->aavmf_vars : host->ovmf_vars;
+        if (!code[0] || !vars[0]) {
+            snprintf(err, errsz, "firmware: UEFI for %s is not installed (Debian package %s)",
+                     m->arch, arm ? "qemu-efi-aarch64" : "ovmf");
+            return -1;
+        }
+        snprintf(out->fw_code, sizeof(out->fw_code), "%s", code);
+        snprintf(out->fw_vars, sizeof(out->fw_vars), "%s", vars);
+    }
+    bool same_arch = strcmp(host->arch, m->arch) == 0;
+    if (strcmp(host->accel, "kvm") == 0) {
+        if (!same_arch) {
+            snprintf(err, errsz, "accel: KVM cannot run %s guests on this %s host", m->arch,
+                     host->arch);
+            return -1;
+        }
+        out->kvm = true;
+    } else {
+        out->kvm = strcmp(host->accel, "auto") == 0 && same_arch && host->kvm_usable;
+    }
+
+    /* CPUs and memory. */
+    unsigned cpus = req->cpus ? req->cpus : m->cpus ? m->cpus : lim->default_cpus;
+    if (cpus < 1 || cpus > host->cores) {
+        snprintf(err, errsz, "cpus: %u is more than this host's %u cores (allowed 1..%u)",
+                 cpus, host->cores, host->cores);
+        return -1;
+    }
+    out->cpus = out->cores = cpus;
+    out->sockets = out->threads = 1;
+    uint64_t mem = req->memory_mb ? req->memory_mb
+                   : m->memory_mb ? m->memory_mb
+                                  : lim->default_memory_mb;
+    uint64_t max_mem = lim->max_memory_mb ? lim->max_memory_mb : host->memory_mb;
+    if (max_mem > host->memory_mb)
+        max_mem = host->memory_mb;
+    if (mem < lim->min_memory_mb || mem > max_mem) {
+        snprintf(err, errsz, "memory_mb: %llu MiB is out of range (allowed %llu..%llu MiB)",
+                 (unsigned long long)mem, (unsigned long long)lim->min_memory_mb,
+                 (unsigned long long)max_mem);
+        return -1;
+    }
+    out->memory_mb = mem;
+
+    uint64_t life = req->lifetime_s ? req->lifetime_s : lim->default_lifetime_s;
+    if (life < lim->min_lifetime_s || life > lim->max_lifetime_s) {
+        char lo[32], hi[32];
+        units_format_duration(lim->min_lifetime_s, lo, sizeof(lo));
+        units_format_duration(lim->max_lifetime_s, hi, sizeof(hi));
+        snprintf(err, errsz, "lifetime_s: %llu seconds is out of range (allowed %s..%s)",
+                 (unsigned long long)life, lo, hi);
+        return -1;
+    }
+
+    /* Boot media. */
+    out->cdrom = m->media == CATALOG_MEDIA_CDROM;
+    for (size_t i = 0; i < m->n_chain && i < sizeof(out->chain) / sizeof(out->chain[0]); i++) {
+        if (copy_checked(out->chain[i].path, sizeof(out->chain[i].path), m->chain[i].path,
+                         "image", err, errsz) < 0)
+            return -1;
+        snprintf(out->chain[i].format, sizeof(out->chain[i].format), "%s", m->chain[i].format);
+        out->n_chain++;
+    }
+    snprintf(out->disk_bus, sizeof(out->disk_bus), "%s", m->disk_bus);
+    if (req->disk_gb && !out->cdrom) {
+        snprintf(err, errsz, "disk_gb: only machines that boot from an ISO get a data disk");
+        return -1;
+    }
+    if (out->cdrom) {
+        out->data_disk_gb = req->disk_gb ? req->disk_gb : lim->default_disk_gb;
+        if (out->data_disk_gb > lim->max_disk_gb) {
+            snprintf(err, errsz, "disk_gb: %u GiB is more than allowed (1..%u)",
+                     out->data_disk_gb, lim->max_disk_gb);
+            return -1;
+        }
+    }
+    if (copy_checked(out->kernel, sizeof(out->kernel), m->kernel, "kernel", err, errsz) < 0 ||
+        copy_checked(out->initrd, sizeof(out->initrd), m->initrd, "initrd", err, errsz) < 0 ||
+        copy_checked(out->append, sizeof(out->append), m->append, "append", err, errsz) < 0)
+        return -1;
+
+    /* Devices. */
+    snprintf(out->video, sizeof(out->video), "%s", m->video);
+    if (!(m->gpus & (1u << req->gpu))) {
+        snprintf(err, errsz, "gpu: machine '%s' does not allow gpu '%s'", m->name,
+                 spec_gpu_name(req->gpu));
+        return -1;
+    }
+    out->gpu = req->gpu;
+    out->net = req->net;
+    snprintf(out->bridge, sizeof(out->bridge), "%s", req->bridge);
+    out->tap_fd = req->net == SPEC_NET_BRIDGE ? 3 : -1;
+    /* A locally administered MAC in QEMU's 52:54:00 range, from a hash of the name
+     * (FNV-1a), so two guests on one bridge never share one. */
+    uint32_t h = 2166136261u;
+    for (const char *p = name; *p; p++)
+        h = (h ^ (uint8_t)*p) * 16777619u;
+    snprintf(out->mac, sizeof(out->mac), "52:54:00:%02x:%02x:%02x", (h >> 16) & 0xff,
+             (h >> 8) & 0xff, h & 0xff);
+    return 0;
+}
+
+/* Reads MemTotal from meminfo in MiB. */
+static uint64_t read_mem_total_mb(const char *sysroot)
+{
+    char path[PATH_MAX];
+    if (fs_join(path, sizeof(path), sysroot, "/proc/meminfo") < 0)
+        return 0;
+    FILE *f = fopen(path, "re");
+    unsigned long long kb = 0;
+    char line[256];
+    while (f && fgets(line, sizeof(line), f))
+        if (sscanf(line, "MemTotal: %llu kB", &kb) == 1)
+            break;
+    if (f)
+        fclose(f);
+    return kb / 1024;
+}
+
+static void find_file(char *out, size_t outsz, const char *configured)
+{
+    if (configured[0] && access(configured, R_OK) == 0)
+        snprintf(out, outsz, "%s", configured);
+    else
+        out[0] = 0;
+}
+
+int spec_host_probe(const struct config *cfg, struct spec_host *host)
+{
+    memset(host, 0, sizeof(*host));
+    struct utsname u;
+    snprintf(host->arch, sizeof(host->arch), "%s", uname(&u) == 0 ? u.machine : "x86_64");
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    host->cores = cores > 0 ? (unsigned)cores : 1;
+    host->memory_mb = read_mem_total_mb(cfg->sysroot);
+    snprintf(host->accel, sizeof(host->accel), "%s", cfg->accel);
+    host->kvm_usable = accel_kvm_usable(cfg->sysroot, host->arch, host->kvm_why,
+                                        sizeof(host->kvm_why));
+    if (!host->kvm_usable && strcmp(cfg->accel, "auto") == 0)
+        log_info("accel: guests run under TCG because %s", host->kvm_why);
+
+    if (cfg->qemu_x86_64[0])
+        find_file(host->qemu_x86_64, sizeof(host->qemu_x86_64), cfg->qemu_x86_64);
+    else if (proc_find_exe("qemu-system-x86_64", host->qemu_x86_64,
+                           sizeof(host->qemu_x86_64)) < 0)
+        host->qemu_x86_64[0] = 0;
+    if (cfg->qemu_aarch64[0])
+        find_file(host->qemu_aarch64, sizeof(host->qemu_aarch64), cfg->qemu_aarch64);
+    else if (proc_find_exe("qemu-system-aarch64", host->qemu_aarch64,
+                           sizeof(host->qemu_aarch64)) < 0)
+        host->qemu_aarch64[0] = 0;
+    find_file(host->ovmf_code, sizeof(host->ovmf_code), cfg->ovmf_code);
+    find_file(host->ovmf_vars, sizeof(host->ovmf_vars), cfg->ovmf_vars);
+    find_file(host->aavmf_code, sizeof(host->aavmf_code), cfg->aavmf_code);
+    find_file(host->aavmf_vars, sizeof(host->aavmf_vars), cfg->aavmf_vars);
+    return 0;
+}

@@ -1,0 +1,149 @@
+/* spec: what a user asks for (struct spec_request), the facts of the host it runs
+ * on (struct spec_host), and the resolved, validated VM that the command-line
+ * builder turns into an argv (struct vm_spec).
+ *
+ * Every user-settable field is checked here and only here, whether it came from
+ * the command line or the HTTP API; errors name the field and what is allowed. */
+#ifndef QDESK_QEMU_SPEC_H
+#define QDESK_QEMU_SPEC_H
+
+#include <limits.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define SPEC_NAME_MAX   64
+#define SPEC_MAX_USB    8
+#define SPEC_MAX_MOUNTS 8
+
+enum spec_gpu {
+    SPEC_GPU_NONE,
+    SPEC_GPU_VIRGL,       /* shared 3D: virtio-vga-gl on the host's render node */
+    SPEC_GPU_VF,          /* an SR-IOV virtual function */
+    SPEC_GPU_PASSTHROUGH, /* a whole device through vfio-pci */
+    SPEC_GPU_MDEV,        /* a mediated device (GVT-g, vGPU) */
+    SPEC_GPU_KINDS
+};
+#define SPEC_GPU_NAMES "none, virgl, vf, passthrough, mdev[:TYPE]"
+
+enum spec_net { SPEC_NET_USER, SPEC_NET_BRIDGE, SPEC_NET_NONE };
+
+/* Returns the enum spec_gpu for a kind name ("mdev", not "mdev:TYPE"), or -1. */
+int spec_gpu_parse(const char *name);
+const char *spec_gpu_name(enum spec_gpu kind);
+
+/* A user's choices. Zero or empty fields take the machine's or the service's
+ * default. */
+struct spec_request {
+    char machine[SPEC_NAME_MAX];
+    unsigned cpus;
+    uint64_t memory_mb;
+    uint64_t lifetime_s;
+    unsigned disk_gb;              /* blank data disk beside an ISO */
+    enum spec_gpu gpu;
+    char gpu_type[64];             /* mdev type, e.g. i915-GVTg_V5_4 */
+    char usb[SPEC_MAX_USB][32];    /* VID:PID or BUS-PORT */
+    size_t n_usb;
+    enum spec_net net;
+    char bridge[16];
+    char mounts[SPEC_MAX_MOUNTS][PATH_MAX];
+    size_t n_mounts;
+    char script[PATH_MAX];
+    bool oneshot;
+    bool persistent;
+};
+
+/* Sets one field of r from its text form. field is a command-line option name
+ * without dashes ("cpus", "memory", "lifetime", "disk", "gpu", "usb", "net",
+ * "mount", "script") or an HTTP API field name ("memory_mb", "lifetime_s",
+ * "disk_gb", "mounts"); repeated fields (usb, mount) append. Returns 0, or -1 with
+ * err naming the field and what is allowed. */
+int spec_request_set(struct spec_request *r, const char *field, const char *value,
+                     char *err, size_t errsz);
+
+/* Service-wide bounds and defaults (from the config). */
+struct spec_limits {
+    uint64_t min_memory_mb;
+    uint64_t max_memory_mb;       /* 0: the host's memory */
+    uint64_t default_memory_mb;
+    unsigned default_cpus;
+    uint64_t default_lifetime_s;
+    uint64_t min_lifetime_s;
+    uint64_t max_lifetime_s;
+    unsigned default_disk_gb;
+    unsigned max_disk_gb;
+};
+
+/* Facts about the host. Probed by spec_host_probe(), or faked by the tests. */
+struct spec_host {
+    char arch[16];            /* the host's own arch: KVM runs only same-arch guests */
+    unsigned cores;
+    uint64_t memory_mb;
+    char accel[8];            /* config: auto | kvm | tcg */
+    bool kvm_usable;          /* /dev/kvm opens and can run ordinary guests */
+    char kvm_why[256];        /* why KVM is not usable */
+    char qemu_x86_64[PATH_MAX];
+    char qemu_aarch64[PATH_MAX];
+    char ovmf_code[PATH_MAX];
+    char ovmf_vars[PATH_MAX];
+    char aavmf_code[PATH_MAX];
+    char aavmf_vars[PATH_MAX];
+};
+
+/* One block device layer as the builder emits it. */
+struct vm_layer {
+    char path[PATH_MAX];
+    char format[16];
+};
+
+/* A resolved VM: everything the command-line builder needs, nothing it must
+ * decide or check. */
+struct vm_spec {
+    char name[SPEC_NAME_MAX];     /* -name guest=... */
+    char rundir[PATH_MAX];        /* qmp.sock, vnc.sock, serial.log, overlay, vars */
+    char qemu[PATH_MAX];          /* the emulator binary */
+    char arch[16];
+    char machine_type[16];
+    bool uefi;
+    char fw_code[PATH_MAX];       /* UEFI firmware; fw_vars is the template copied */
+    char fw_vars[PATH_MAX];       /*   per session into RUNDIR/vars.fd */
+    bool kvm;
+    unsigned cpus, sockets, cores, threads;
+    uint64_t memory_mb;
+
+    bool cdrom;                   /* chain[0] is an ISO */
+    struct vm_layer chain[8];     /* base image and its backing files, top first */
+    size_t n_chain;               /* 0: no image (direct kernel boot only) */
+    char disk_bus[8];
+    unsigned data_disk_gb;        /* ISO only: blank qcow2 data disk */
+    char kernel[PATH_MAX];
+    char initrd[PATH_MAX];
+    char append[1024];
+
+    char video[16];
+    enum spec_gpu gpu;
+    enum spec_net net;
+    char bridge[16];
+    char mac[18];                 /* derived from the name: stable, unique per VM */
+    int tap_fd;                   /* bridge: the tap's descriptor number in QEMU */
+};
+
+/* Checks req against the machine, the host and the limits, and fills out with the
+ * resolved VM for name, running in rundir. Returns 0, or -1 with err naming the
+ * field and what is allowed. */
+struct catalog_machine;
+int spec_resolve(const struct spec_request *req, const struct catalog_machine *m,
+                 const struct spec_host *host, const struct spec_limits *lim,
+                 const char *name, const char *rundir, struct vm_spec *out, char *err,
+                 size_t errsz);
+
+/* Fills host with this machine's facts: cores, memory, QEMU binaries, firmware,
+ * and whether KVM can run guests (reading sysroot's /dev/kvm and /proc/cpuinfo).
+ * accel is the configured mode (auto | kvm | tcg). Returns 0. */
+struct config;
+int spec_host_probe(const struct config *cfg, struct spec_host *host);
+
+/* Fills lim from the config. */
+void spec_limits_from_config(const struct config *cfg, struct spec_limits *lim);
+
+#endif

@@ -1,0 +1,327 @@
+#include "qemu/vm.h"
+
+#include "qemu/cmdline.h"
+#include "util/fs.h"
+#include "util/log.h"
+#include "util/proc.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static void path_in(const char *rundir, const char *file, char *out, size_t outsz)
+{
+    snprintf(out, outsz, "%s/%s", rundir, file);
+}
+
+static int give_to(const struct vm_user *user, const char *path, char *err, size_t errsz)
+{
+    if (!user || !user->set || chown(path, user->uid, user->gid) == 0)
+        return 0;
+    snprintf(err, errsz, "chown %s: %s", path, strerror(errno));
+    return -1;
+}
+
+/* Runs qemu-img with argv (NULL-terminated, after the program name). */
+static int run_qemu_img(const char *qemu_img, const char *const *args, char *err,
+                        size_t errsz)
+{
+    char *argv[16] = {(char *)qemu_img};
+    size_t n = 1;
+    for (size_t i = 0; args[i] && n < 15; i++)
+        argv[n++] = (char *)args[i];
+    argv[n] = NULL;
+    struct proc_spawn s = {.argv = argv, .stdout_fd = -1, .stderr_fd = -1,
+                           .limit_as = 1ULL << 30, .limit_cpu = 30};
+    char why[512] = "";
+    int rc = proc_run(&s, 30000, NULL, 0, why, sizeof(why));
+    if (rc != 0) {
+        snprintf(err, errsz, "qemu-img %s failed: %s", args[0], why[0] ? why : "unknown");
+        return -1;
+    }
+    return 0;
+}
+
+int vm_prepare(const struct vm_spec *s, const char *qemu_img, const struct vm_user *user,
+               char *err, size_t errsz)
+{
+    char path[PATH_MAX + 32];
+    if (!qemu_img || !qemu_img[0] || access(qemu_img, X_OK) < 0) {
+        snprintf(err, errsz, "qemu-img is not installed (Debian package qemu-utils)");
+        return -1;
+    }
+    if (mkdir(s->rundir, 0700) < 0) {
+        snprintf(err, errsz, "cannot create run directory %s: %s", s->rundir,
+                 strerror(errno));
+        return -1;
+    }
+    if (give_to(user, s->rundir, err, errsz) < 0)
+        goto fail;
+
+    if (s->n_chain > 0 && !s->cdrom) {
+        path_in(s->rundir, RUNDIR_OVERLAY, path, sizeof(path));
+        const char *args[] = {"create", "-q", "-f", "qcow2", "-F", s->chain[0].format,
+                              "-b", s->chain[0].path, path, NULL};
+        if (run_qemu_img(qemu_img, args, err, errsz) < 0 || give_to(user, path, err, errsz) < 0)
+            goto fail;
+    }
+    if (s->cdrom) {
+        char size[32];
+        snprintf(size, sizeof(size), "%uG", s->data_disk_gb);
+        path_in(s->rundir, RUNDIR_DATA, path, sizeof(path));
+        const char *args[] = {"create", "-q", "-f", "qcow2", path, size, NULL};
+        if (run_qemu_img(qemu_img, args, err, errsz) < 0 || give_to(user, path, err, errsz) < 0)
+            goto fail;
+    }
+    if (s->uefi) {
+        path_in(s->rundir, RUNDIR_VARS, path, sizeof(path));
+        int rc = fs_copy_file(s->fw_vars, path, 0600);
+        if (rc < 0) {
+            snprintf(err, errsz, "cannot copy UEFI variables %s: %s (Debian package %s)",
+                     s->fw_vars, strerror(-rc),
+                     strcmp(s->arch, "aarch64") ? "ovmf" : "qemu-efi-aarch64");
+            goto fail;
+        }
+        if (give_to(user, path, err, errsz) < 0)
+            goto fail;
+    }
+    return 0;
+
+fail:
+    fs_remove_tree(s->rundir);
+    return -1;
+}
+
+int vm_spawn(struct vm *vm, const struct vm_spec *s, const struct argv *a,
+             const struct vm_user *user, const int *fds, size_t n_fds, char *const *env,
+             char *err, size_t errsz)
+{
+    char path[PATH_MAX + 32];
+    memset(vm, 0, sizeof(*vm));
+    snprintf(vm->rundir, sizeof(vm->rundir), "%s", s->rundir);
+    if (access(s->qemu, X_OK) < 0) {
+        snprintf(err, errsz, "%s is not installed (Debian package %s)", s->qemu,
+                 strcmp(s->arch, "aarch64") ? "qemu-system-x86" : "qemu-system-arm");
+        return -1;
+    }
+    /* Keep the command line beside the VM for whoever debugs it. */
+    char *text = argv_format(a);
+    path_in(s->rundir, "cmdline", path, sizeof(path));
+    if (text)
+        fs_write_file(path, text, strlen(text), 0600);
+    free(text);
+
+    path_in(s->rundir, RUNDIR_LOG, path, sizeof(path));
+    int logfd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    if (logfd < 0) {
+        snprintf(err, errsz, "cannot create %s: %s", path, strerror(errno));
+        return -1;
+    }
+    struct proc_spawn sp = {
+        .argv = a->v,
+        .env = env,
+        .pass_fds = fds,
+        .n_pass_fds = n_fds,
+        .stdout_fd = logfd,
+        .stderr_fd = logfd,
+        .cwd = s->rundir,
+        .new_session = true,
+        .drop_privileges = user && user->set,
+        .uid = user ? user->uid : 0,
+        .gid = user ? user->gid : 0,
+    };
+    pid_t pid = proc_spawn(&sp, err, errsz);
+    close(logfd);
+    if (pid < 0)
+        return -1;
+    vm->pid = pid;
+    vm->child = true;
+    if (proc_start_time("/proc", pid, &vm->start_time) < 0)
+        vm->start_time = 0;
+    return 0;
+}
+
+int vm_adopt(struct vm *vm, const char *rundir, pid_t pid, uint64_t start_time)
+{
+    memset(vm, 0, sizeof(*vm));
+    snprintf(vm->rundir, sizeof(vm->rundir), "%s", rundir);
+    if (!proc_is_same(pid, start_time))
+        return -1;
+    vm->pid = pid;
+    vm->start_time = start_time;
+    return 0;
+}
+
+bool vm_alive(struct vm *vm)
+{
+    if (vm->pid <= 0)
+        return false;
+    if (vm->child) {
+        int status;
+        pid_t r = waitpid(vm->pid, &status, WNOHANG);
+        if (r == vm->pid || (r < 0 && errno == ECHILD)) {
+            vm->exit_status = r == vm->pid ? status : 0;
+            vm->pid = 0;
+            return false;
+        }
+        return true;
+    }
+    if (!proc_is_same(vm->pid, vm->start_time)) {
+        vm->pid = 0;
+        return false;
+    }
+    return true;
+}
+
+bool vm_wait_exit(struct vm *vm, int timeout_ms)
+{
+    if (!vm_alive(vm))
+        return true;
+    int pidfd = proc_pidfd(vm->pid);
+    uint64_t deadline = proc_now_ms() + (uint64_t)timeout_ms;
+    while (vm_alive(vm)) {
+        uint64_t now = proc_now_ms();
+        if (now >= deadline)
+            break;
+        if (pidfd >= 0) {
+            struct pollfd p = {pidfd, POLLIN, 0};
+            poll(&p, 1, (int)(deadline - now));
+        } else {
+            usleep(20000);
+        }
+    }
+    if (pidfd >= 0)
+        close(pidfd);
+    return !vm_alive(vm);
+}
+
+int vm_connect(struct vm *vm, int timeout_ms, char *err, size_t errsz)
+{
+    char path[PATH_MAX + 32];
+    path_in(vm->rundir, RUNDIR_QMP, path, sizeof(path));
+    uint64_t deadline = proc_now_ms() + (uint64_t)timeout_ms;
+    for (;;) {
+        if (!vm_alive(vm)) {
+            char line[400];
+            vm_last_log_line(vm->rundir, line, sizeof(line));
+            snprintf(err, errsz, "QEMU exited while starting: %s",
+                     line[0] ? line : "it gave no reason (see qemu.log)");
+            return -1;
+        }
+        if (fs_exists(path)) {
+            char why[256];
+            vm->qmp = qmp_connect(path, 2000, why, sizeof(why));
+            if (vm->qmp)
+                return 0;
+        }
+        if (proc_now_ms() >= deadline) {
+            snprintf(err, errsz, "QEMU did not open its QMP socket within %d ms", timeout_ms);
+            return -1;
+        }
+        vm_wait_exit(vm, 10);
+    }
+}
+
+/* Sends SIGKILL only to the very process we started. */
+static void kill_vm(struct vm *vm)
+{
+    if (vm_alive(vm) && (vm->child || proc_is_same(vm->pid, vm->start_time)))
+        kill(vm->pid, SIGKILL);
+}
+
+void vm_stop_escalate(struct vm *vm, int grace_ms)
+{
+    char err[256];
+    if (!vm_alive(vm))
+        return;
+    uint64_t now = proc_now_ms();
+    switch (vm->stop_phase) {
+    case VM_STOP_NONE:
+        vm->stop_phase = VM_STOP_POWERDOWN;
+        vm->stop_deadline = now + (uint64_t)grace_ms;
+        if (vm->qmp && qmp_execute(vm->qmp, "system_powerdown", NULL, 2000, NULL, err,
+                                   sizeof(err)) == 0)
+            return;
+        log_debug("%s: %s", vm->rundir, vm->qmp ? err : "no QMP connection");
+        /* without QMP the power button cannot be pressed */
+        __attribute__((fallthrough));
+    case VM_STOP_POWERDOWN:
+        vm->stop_phase = VM_STOP_QUIT;
+        vm->stop_deadline = now + 5000;
+        if (vm->qmp && qmp_execute(vm->qmp, "quit", NULL, 2000, NULL, err, sizeof(err)) == 0)
+            return;
+        __attribute__((fallthrough));
+    case VM_STOP_QUIT:
+    case VM_STOP_KILL:
+        vm->stop_phase = VM_STOP_KILL;
+        vm->stop_deadline = now + 5000;
+        kill_vm(vm);
+        return;
+    }
+}
+
+int vm_stop_tick(struct vm *vm)
+{
+    if (vm->stop_phase == VM_STOP_NONE || !vm_alive(vm))
+        return -1;
+    uint64_t now = proc_now_ms();
+    if (now >= vm->stop_deadline) {
+        if (vm->stop_phase == VM_STOP_KILL) {
+            log_error("%s: QEMU (pid %d) survives SIGKILL", vm->rundir, (int)vm->pid);
+            return -1;
+        }
+        vm_stop_escalate(vm, 0);
+        now = proc_now_ms();
+    }
+    return vm->stop_deadline > now ? (int)(vm->stop_deadline - now) : 0;
+}
+
+enum vm_stop_phase vm_stop(struct vm *vm, int grace_ms)
+{
+    vm_stop_escalate(vm, grace_ms);
+    int wait;
+    while ((wait = vm_stop_tick(vm)) >= 0)
+        vm_wait_exit(vm, wait > 0 ? wait : 1);
+    return vm->stop_phase;
+}
+
+void vm_cleanup(struct vm *vm)
+{
+    kill_vm(vm);
+    vm_wait_exit(vm, 5000);
+    qmp_close(vm->qmp);
+    vm->qmp = NULL;
+    if (vm->rundir[0]) {
+        int rc = fs_remove_tree(vm->rundir);
+        if (rc < 0)
+            log_warn("cannot remove %s: %s", vm->rundir, strerror(-rc));
+    }
+}
+
+void vm_last_log_line(const char *rundir, char *out, size_t outsz)
+{
+    char path[PATH_MAX + 32];
+    path_in(rundir, RUNDIR_LOG, path, sizeof(path));
+    out[0] = 0;
+    char *log = fs_read_file(path, 1 << 20, NULL);
+    if (!log)
+        return;
+    char *end = log + strlen(log);
+    while (end > log && (end[-1] == '\n' || end[-1] == ' '))
+        *--end = 0;
+    char *start = strrchr(log, '\n');
+    start = start ? start + 1 : log;
+    /* QEMU prefixes messages with a timestamp (-msg timestamp=on): drop it. */
+    char *sp = strchr(start, ' ');
+    if (sp && start[0] >= '0' && start[0] <= '9' && sp - start >= 20 && sp[-1] == 'Z')
+        start = sp + 1;
+    snprintf(out, outsz, "%s", start);
+    free(log);
+}

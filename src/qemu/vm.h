@@ -1,0 +1,96 @@
+/* vm: one QEMU process and its run directory — prepare, spawn, watch, stop,
+ * clean up.
+ *
+ * QEMU runs in its own session so it outlives a restart of the service; the pid
+ * and the process start time identify it afterwards (a recycled pid is never
+ * mistaken for it). */
+#ifndef QDESK_QEMU_VM_H
+#define QDESK_QEMU_VM_H
+
+#include "qemu/qmp.h"
+#include "qemu/spec.h"
+#include "util/argv.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#define RUNDIR_LOG "qemu.log" /* QEMU's standard error */
+
+/* The unprivileged user QEMU runs as; set = false keeps the service's own. */
+struct vm_user {
+    bool set;
+    uid_t uid;
+    gid_t gid;
+};
+
+enum vm_stop_phase {
+    VM_STOP_NONE,      /* not stopping */
+    VM_STOP_POWERDOWN, /* the ACPI power button was pressed; the guest shuts down */
+    VM_STOP_QUIT,      /* QEMU was told to quit */
+    VM_STOP_KILL,      /* SIGKILL was sent */
+};
+
+struct vm {
+    char rundir[PATH_MAX];
+    pid_t pid;           /* 0: not running */
+    uint64_t start_time; /* clock ticks since boot, from /proc/PID/stat */
+    bool child;          /* started by this process: reaped with waitpid() */
+    int exit_status;     /* after the child was reaped: waitpid() status */
+    struct qmp *qmp;
+    enum vm_stop_phase stop_phase;
+    uint64_t stop_deadline; /* monotonic ms when the phase escalates */
+};
+
+/* Creates s's run directory (mode 0700, owned by user) with what QEMU opens there:
+ * the qcow2 overlay over the image (explicit backing format), the blank data disk
+ * beside an ISO, the per-session copy of the UEFI variables. qemu_img is an
+ * absolute path. On failure nothing is left behind. Returns 0, or -1 with err. */
+int vm_prepare(const struct vm_spec *s, const char *qemu_img, const struct vm_user *user,
+               char *err, size_t errsz);
+
+/* Starts the argv a (built for s) in a new session with a clean environment, as
+ * user, passing fds as 3, 4, ...; QEMU's standard error goes to RUNDIR/qemu.log.
+ * env is NULL for the default clean environment. Fills vm. Returns 0, or -1. */
+int vm_spawn(struct vm *vm, const struct vm_spec *s, const struct argv *a,
+             const struct vm_user *user, const int *fds, size_t n_fds, char *const *env,
+             char *err, size_t errsz);
+
+/* Waits at most timeout_ms for QMP to answer. Fails early, with QEMU's last
+ * complaint from qemu.log in err, when QEMU exits first. Returns 0, or -1. */
+int vm_connect(struct vm *vm, int timeout_ms, char *err, size_t errsz);
+
+/* Takes over a QEMU started earlier (by a previous run of the service): checks
+ * that pid is still the process that started at start_time. Does not connect QMP.
+ * Returns 0, or -1 when it is gone. */
+int vm_adopt(struct vm *vm, const char *rundir, pid_t pid, uint64_t start_time);
+
+/* Returns true while QEMU runs; reaps it when it is our child and has exited. */
+bool vm_alive(struct vm *vm);
+
+/* Waits at most timeout_ms for QEMU to exit. Returns true when it has. */
+bool vm_wait_exit(struct vm *vm, int timeout_ms);
+
+/* Starts or hurries a graceful stop without waiting: the first call presses the
+ * ACPI power button and allows grace_ms; each further call moves on at once to
+ * "quit" (allowing 5 s), then to SIGKILL. */
+void vm_stop_escalate(struct vm *vm, int grace_ms);
+
+/* Escalates a stop whose phase has outlived its deadline. Returns the ms until the
+ * next deadline, or -1 when no stop is under way or QEMU is gone. Call it when
+ * that time has passed. */
+int vm_stop_tick(struct vm *vm);
+
+/* Stops QEMU gracefully and waits for it to be gone (vm_stop_escalate() and
+ * vm_stop_tick() in a loop). Returns the phase that ended it: VM_STOP_POWERDOWN
+ * when the guest powered off, VM_STOP_QUIT, or VM_STOP_KILL. */
+enum vm_stop_phase vm_stop(struct vm *vm, int grace_ms);
+
+/* Kills QEMU if it still runs, reaps it, closes QMP and removes the run directory
+ * with everything in it. Safe to call more than once. */
+void vm_cleanup(struct vm *vm);
+
+/* Copies the last non-empty line of RUNDIR/qemu.log into out ("" when none). */
+void vm_last_log_line(const char *rundir, char *out, size_t outsz);
+
+#endif

@@ -1,0 +1,276 @@
+/* Golden argv tests, libvirt style: every NAME.json in a directory (a request, a
+ * catalogue machine and faked host facts) is resolved and built by the same code
+ * that `qdesk args`, `qdesk run` and the service use, and the result must equal
+ * NAME.args (the command line) or NAME.err (the error), byte for byte.
+ *
+ *   golden DIR                 check, printing TAP
+ *   QDESK_REGENERATE=1 golden DIR   rewrite NAME.args / NAME.err from the code
+ *
+ * A file in DIR that no NAME.json uses fails the suite, so stale outputs cannot
+ * pile up. No host fact is read from this machine. */
+#include "catalog/catalog.h"
+#include "qemu/cmdline.h"
+#include "qemu/spec.h"
+#include "util/fs.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define CATALOG_DIR "/srv/qdesk/machines"
+
+static const char *str_or(json_t *o, const char *key, const char *dflt)
+{
+    const char *s = json_string_value(json_object_get(o, key));
+    return s ? s : dflt;
+}
+
+static json_int_t int_or(json_t *o, const char *key, json_int_t dflt)
+{
+    json_t *v = json_object_get(o, key);
+    return json_is_integer(v) ? json_integer_value(v) : dflt;
+}
+
+static void fake_host(json_t *h, struct spec_host *host)
+{
+    memset(host, 0, sizeof(*host));
+    snprintf(host->arch, sizeof(host->arch), "%s", str_or(h, "arch", "x86_64"));
+    host->cores = (unsigned)int_or(h, "cores", 8);
+    host->memory_mb = (uint64_t)int_or(h, "memory_mb", 16384);
+    snprintf(host->accel, sizeof(host->accel), "%s", str_or(h, "accel", "auto"));
+    host->kvm_usable = json_is_true(json_object_get(h, "kvm_usable")) ||
+                       !json_object_get(h, "kvm_usable");
+    snprintf(host->qemu_x86_64, sizeof(host->qemu_x86_64), "%s",
+             str_or(h, "qemu_x86_64", "/usr/bin/qemu-system-x86_64"));
+    snprintf(host->qemu_aarch64, sizeof(host->qemu_aarch64), "%s",
+             str_or(h, "qemu_aarch64", "/usr/bin/qemu-system-aarch64"));
+    snprintf(host->ovmf_code, sizeof(host->ovmf_code), "%s",
+             str_or(h, "ovmf_code", "/usr/share/OVMF/OVMF_CODE_4M.fd"));
+    snprintf(host->ovmf_vars, sizeof(host->ovmf_vars), "%s",
+             str_or(h, "ovmf_vars", "/usr/share/OVMF/OVMF_VARS_4M.fd"));
+    snprintf(host->aavmf_code, sizeof(host->aavmf_code), "%s",
+             str_or(h, "aavmf_code", "/usr/share/AAVMF/AAVMF_CODE.fd"));
+    snprintf(host->aavmf_vars, sizeof(host->aavmf_vars), "%s",
+             str_or(h, "aavmf_vars", "/usr/share/AAVMF/AAVMF_VARS.fd"));
+}
+
+static void fake_limits(json_t *l, struct spec_limits *lim)
+{
+    lim->min_memory_mb = (uint64_t)int_or(l, "min_memory_mb", 128);
+    lim->max_memory_mb = (uint64_t)int_or(l, "max_memory_mb", 0);
+    lim->default_memory_mb = (uint64_t)int_or(l, "default_memory_mb", 1024);
+    lim->default_cpus = (unsigned)int_or(l, "default_cpus", 1);
+    lim->default_lifetime_s = (uint64_t)int_or(l, "default_lifetime_s", 14400);
+    lim->min_lifetime_s = (uint64_t)int_or(l, "min_lifetime_s", 60);
+    lim->max_lifetime_s = (uint64_t)int_or(l, "max_lifetime_s", 604800);
+    lim->default_disk_gb = (unsigned)int_or(l, "default_disk_gb", 8);
+    lim->max_disk_gb = (unsigned)int_or(l, "max_disk_gb", 256);
+}
+
+/* Builds the catalogue machine from its faked image facts and sidecar keys, through
+ * the catalogue's own sidecar code. Returns 0, or -1 with err. */
+static int fake_machine(json_t *j, struct catalog_machine *m, char *err, size_t errsz)
+{
+    static const char *const media[] = {"disk", "cdrom", "kernel"};
+    memset(m, 0, sizeof(*m));
+    snprintf(m->name, sizeof(m->name), "%s", str_or(j, "name", "machine"));
+    const char *kind = str_or(j, "media", "disk");
+    m->media = CATALOG_MEDIA_NONE;
+    for (int i = 0; i < 3; i++)
+        if (!strcmp(kind, media[i]))
+            m->media = (enum catalog_media)i;
+    size_t i;
+    json_t *layer;
+    json_array_foreach(json_object_get(j, "chain"), i, layer)
+    {
+        if (m->n_chain == CATALOG_CHAIN_MAX)
+            break;
+        snprintf(m->chain[m->n_chain].path, sizeof(m->chain[0].path), "%s/%s", CATALOG_DIR,
+                 str_or(layer, "file", "?"));
+        snprintf(m->chain[m->n_chain].format, sizeof(m->chain[0].format), "%s",
+                 str_or(layer, "format", "raw"));
+        m->n_chain++;
+    }
+    snprintf(m->refused, sizeof(m->refused), "%s", str_or(j, "refused", ""));
+    const char *key;
+    json_t *value;
+    json_object_foreach(json_object_get(j, "conf"), key, value)
+    {
+        if (catalog_set(m, CATALOG_DIR, key, json_string_value(value), err, errsz) < 0)
+            return -1;
+    }
+    return catalog_finish(m, err, errsz);
+}
+
+/* Fills the catalogue with the faked machines. */
+static int fake_catalog(json_t *list, struct catalog *c, char *err, size_t errsz)
+{
+    c->n = json_array_size(list);
+    c->machines = calloc(c->n ? c->n : 1, sizeof(*c->machines));
+    for (size_t i = 0; i < c->n; i++)
+        if (fake_machine(json_array_get(list, i), &c->machines[i], err, errsz) < 0)
+            return -1;
+    return 0;
+}
+
+/* Applies the request's fields in order; arrays set a repeated field. */
+static int fake_request(json_t *r, struct spec_request *req, char *err, size_t errsz)
+{
+    memset(req, 0, sizeof(*req));
+    const char *key;
+    json_t *value;
+    json_object_foreach(r, key, value)
+    {
+        size_t i;
+        json_t *item;
+        if (json_is_array(value)) {
+            json_array_foreach(value, i, item)
+            {
+                if (spec_request_set(req, key, json_string_value(item), err, errsz) < 0)
+                    return -1;
+            }
+        } else if (spec_request_set(req, key, json_string_value(value), err, errsz) < 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Returns the newly allocated output for one case: the shell-quoted command line,
+ * or the error message and a newline. Sets *is_err. */
+static char *run_case(const char *path, bool *is_err)
+{
+    char err[2048] = "";
+    json_error_t jerr;
+    json_t *j = json_load_file(path, JSON_PRESERVE_ORDER, &jerr);
+    if (!j) {
+        fprintf(stderr, "%s:%d: %s\n", path, jerr.line, jerr.text);
+        return NULL;
+    }
+    struct spec_host host;
+    struct spec_limits lim;
+    struct catalog cat = {.dir = CATALOG_DIR};
+    const struct catalog_machine *m = NULL;
+    struct spec_request req;
+    struct vm_spec spec;
+    struct argv a;
+    argv_init(&a);
+    fake_host(json_object_get(j, "host"), &host);
+    fake_limits(json_object_get(j, "limits"), &lim);
+    const char *name = str_or(j, "name", "s1");
+    char rundir[PATH_MAX];
+    snprintf(rundir, sizeof(rundir), "%s", str_or(j, "rundir", "/run/qdesk/s1"));
+
+    char *out = NULL;
+    if (fake_catalog(json_object_get(j, "machines"), &cat, err, sizeof(err)) < 0 ||
+        fake_request(json_object_get(j, "request"), &req, err, sizeof(err)) < 0 ||
+        !(m = catalog_lookup(&cat, req.machine, err, sizeof(err))) ||
+        spec_resolve(&req, m, &host, &lim, name, rundir, &spec, err, sizeof(err)) < 0 ||
+        qemu_build_cmdline(&a, &spec) < 0) {
+        if (!err[0])
+            snprintf(err, sizeof(err), "%s", a.err);
+        *is_err = true;
+        if (asprintf(&out, "%s\n", err) < 0)
+            out = NULL;
+    } else {
+        *is_err = false;
+        out = argv_format(&a);
+    }
+    argv_free(&a);
+    free(cat.machines);
+    json_decref(j);
+    return out;
+}
+
+static int compare_names(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc != 2) {
+        fprintf(stderr, "usage: golden DIR\n");
+        return 2;
+    }
+    const char *dir = argv[1];
+    bool regenerate = getenv("QDESK_REGENERATE") && getenv("QDESK_REGENERATE")[0] == '1';
+    DIR *d = opendir(dir);
+    if (!d) {
+        fprintf(stderr, "%s: %s\n", dir, strerror(errno));
+        return 2;
+    }
+    char **files = NULL;
+    size_t n = 0;
+    struct dirent *de;
+    while ((de = readdir(d)))
+        if (de->d_name[0] != '.') {
+            files = realloc(files, (n + 1) * sizeof(*files));
+            files[n++] = strdup(de->d_name);
+        }
+    closedir(d);
+    qsort(files, n, sizeof(*files), compare_names);
+
+    int failed = 0, total = 0;
+    for (size_t i = 0; i < n; i++) {
+        const char *f = files[i];
+        size_t len = strlen(f);
+        const char *dot = strrchr(f, '.');
+        char json[PATH_MAX], base[256];
+        snprintf(base, sizeof(base), "%.*s", (int)(dot ? dot - f : (long)len), f);
+        snprintf(json, sizeof(json), "%s/%s.json", dir, base);
+        if (!dot || (strcmp(dot, ".json") && strcmp(dot, ".args") && strcmp(dot, ".err")) ||
+            (strcmp(dot, ".json") && !fs_exists(json))) {
+            printf("not ok %d - %s is a data file that no test uses\n", ++total, f);
+            failed++;
+            continue;
+        }
+        if (strcmp(dot, ".json"))
+            continue;
+
+        bool is_err;
+        char *out = run_case(json, &is_err);
+        char want_path[PATH_MAX], other_path[PATH_MAX];
+        snprintf(want_path, sizeof(want_path), "%s/%s.%s", dir, base, is_err ? "err" : "args");
+        snprintf(other_path, sizeof(other_path), "%s/%s.%s", dir, base, is_err ? "args" : "err");
+        total++;
+        if (!out) {
+            printf("not ok %d - %s: cannot read the case\n", total, base);
+            failed++;
+            continue;
+        }
+        if (regenerate) {
+            fs_write_file(want_path, out, strlen(out), 0644);
+            unlink(other_path);
+            printf("ok %d - %s (regenerated %s)\n", total, base, is_err ? ".err" : ".args");
+            free(out);
+            continue;
+        }
+        char *want = fs_read_file(want_path, 1 << 20, NULL);
+        if (!want) {
+            printf("not ok %d - %s: the code gives %s but %s does not exist:\n# %s", total,
+                   base, is_err ? "an error" : "a command line", want_path, out);
+            failed++;
+        } else if (strcmp(want, out) != 0) {
+            printf("not ok %d - %s differs from %s\n# got:\n%s", total, base, want_path, out);
+            failed++;
+        } else if (fs_exists(other_path)) {
+            printf("not ok %d - %s has both .args and .err\n", total, base);
+            failed++;
+        } else {
+            printf("ok %d - %s\n", total, base);
+        }
+        free(want);
+        free(out);
+    }
+    printf("1..%d\n", total);
+    for (size_t i = 0; i < n; i++)
+        free(files[i]);
+    free(files);
+    return failed ? 1 : 0;
+}

@@ -1,0 +1,89 @@
+/* The service config: defaults, typed keys, and errors naming file:line. */
+#include "config.h"
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+static char *write_conf(const char *text)
+{
+    static char path[64];
+    snprintf(path, sizeof(path), "/tmp/qdesk-test-config-XXXXXX");
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+    close(fd);
+    return path;
+}
+
+static void zero_config(void **state)
+{
+    (void)state;
+    struct config c;
+    char err[256];
+    config_defaults(&c);
+    assert_int_equal(config_load(&c, "/nonexistent/qdesk.conf", false, err, sizeof(err)), 0);
+    assert_string_equal(c.listen, "127.0.0.1:8080");
+    assert_string_equal(c.auth, "none");
+    assert_string_equal(c.machines, "machines");
+    /* but a file the user named must exist */
+    assert_int_equal(config_load(&c, "/nonexistent/qdesk.conf", true, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "/nonexistent/qdesk.conf"));
+}
+
+static void typed_values(void **state)
+{
+    (void)state;
+    struct config c;
+    char err[256];
+    config_defaults(&c);
+    char *path = write_conf("[server]\nlisten = 0.0.0.0:9000\nauth = local\n"
+                            "[sessions]\nmax_lifetime_s = 2d\nmax_memory_mb = 8G\n"
+                            "[limits]\nuser_cpu_fraction = 0.5\nmax_sessions = 10\n"
+                            "[qemu]\nstop_grace_s = 90s\n");
+    assert_int_equal(config_load(&c, path, true, err, sizeof(err)), 0);
+    unlink(path);
+    assert_string_equal(c.listen, "0.0.0.0:9000");
+    assert_string_equal(c.auth, "local");
+    assert_int_equal(c.max_lifetime_s, 172800);
+    assert_int_equal(c.max_memory_mb, 8192);
+    assert_int_equal(c.max_sessions, 10);
+    assert_int_equal(c.stop_grace_s, 90);
+    assert_true(c.user_cpu_fraction > 0.49 && c.user_cpu_fraction < 0.51);
+}
+
+static void bad_values_name_the_line(void **state)
+{
+    (void)state;
+    struct config c;
+    char err[512];
+    config_defaults(&c);
+    char *path = write_conf("[server]\nauth = kerberos\n");
+    assert_int_equal(config_load(&c, path, true, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, ":2: [server] auth = 'kerberos' must be one of none|local|pam"));
+    unlink(path);
+    path = write_conf("[server]\n\nlisen = 1.2.3.4:80\n");
+    assert_int_equal(config_load(&c, path, true, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, ":3: [server] lisen is not a known setting"));
+    unlink(path);
+    path = write_conf("[limits]\nmax_sessions = -3\n");
+    assert_int_equal(config_load(&c, path, true, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "must be a whole number"));
+    unlink(path);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(zero_config),
+        cmocka_unit_test(typed_values),
+        cmocka_unit_test(bad_values_name_the_line),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

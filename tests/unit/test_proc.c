@@ -1,0 +1,112 @@
+/* Spawning: clean environment, closed descriptors, passed descriptors, failures. */
+#include "util/proc.h"
+
+#include <fcntl.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+static char *run_sh(const char *script, const int *fds, size_t nfds, int *rc)
+{
+    char *argv[] = {"/bin/sh", "-c", (char *)script, NULL};
+    struct proc_spawn s = {.argv = argv, .stdout_fd = -1, .stderr_fd = -1,
+                           .pass_fds = fds, .n_pass_fds = nfds};
+    char *out = NULL, err[256];
+    *rc = proc_run(&s, 5000, &out, 65536, err, sizeof(err));
+    return out;
+}
+
+static void environment_is_clean(void **state)
+{
+    (void)state;
+    setenv("QDESK_SECRET", "leak", 1);
+    int rc;
+    char *out = run_sh("env | sort", NULL, 0, &rc);
+    assert_int_equal(rc, 0);
+    assert_null(strstr(out, "QDESK_SECRET"));
+    assert_non_null(strstr(out, "PATH=/usr/sbin:/usr/bin:/sbin:/bin"));
+    free(out);
+}
+
+static void only_passed_descriptors_survive(void **state)
+{
+    (void)state;
+    int stray = dup2(open("/dev/null", O_RDONLY), 50); /* not close-on-exec on purpose */
+    int pipefd[2];
+    assert_int_equal(pipe(pipefd), 0);
+    int pass[] = {pipefd[1]};
+    int rc;
+    char script[256];
+    /* the passed pipe arrives as fd 3; fd 4 and the stray one do not exist */
+    snprintf(script, sizeof(script),
+             "echo through-3 >&3; ls /proc/$$/fd | sort -n | tr '\\n' ' '; "
+             "if [ -e /proc/$$/fd/%d ]; then echo STRAY; fi", stray);
+    char *out = run_sh(script, pass, 1, &rc);
+    close(pipefd[1]);
+    assert_int_equal(rc, 0);
+    assert_null(strstr(out, "STRAY"));
+    assert_string_equal(out, "0 1 2 3 ");
+    char buf[64] = "";
+    assert_true(read(pipefd[0], buf, sizeof(buf) - 1) > 0);
+    assert_string_equal(buf, "through-3\n");
+    close(pipefd[0]);
+    close(stray);
+    free(out);
+}
+
+static void failures_are_reported(void **state)
+{
+    (void)state;
+    char err[256];
+    char *missing[] = {"/nonexistent/qemu", NULL};
+    struct proc_spawn s = {.argv = missing, .stdout_fd = -1, .stderr_fd = -1};
+    assert_int_equal(proc_spawn(&s, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "/nonexistent/qemu: No such file or directory"));
+
+    char *fails[] = {"/bin/sh", "-c", "echo 'it broke' >&2; exit 3", NULL};
+    s.argv = fails;
+    assert_int_equal(proc_run(&s, 5000, NULL, 0, err, sizeof(err)), 3);
+    assert_string_equal(err, "it broke");
+
+    char *slow[] = {"/bin/sleep", "10", NULL};
+    s.argv = slow;
+    assert_int_equal(proc_run(&s, 200, NULL, 0, err, sizeof(err)), -1);
+    assert_string_equal(err, "/bin/sleep did not finish within 200 ms");
+}
+
+static void identity_survives_only_for_the_same_process(void **state)
+{
+    (void)state;
+    char err[256];
+    char *argv[] = {"/bin/sleep", "5", NULL};
+    struct proc_spawn s = {.argv = argv, .stdout_fd = -1, .stderr_fd = -1,
+                           .new_session = true};
+    pid_t pid = proc_spawn(&s, err, sizeof(err));
+    assert_true(pid > 0);
+    uint64_t t;
+    assert_int_equal(proc_start_time("/proc", pid, &t), 0);
+    assert_true(proc_is_same(pid, t));
+    assert_false(proc_is_same(pid, t + 1)); /* a recycled pid would start later */
+    assert_int_equal(getsid(pid), pid);     /* its own session */
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    assert_false(proc_is_same(pid, t));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(environment_is_clean),
+        cmocka_unit_test(only_passed_descriptors_survive),
+        cmocka_unit_test(failures_are_reported),
+        cmocka_unit_test(identity_survives_only_for_the_same_process),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

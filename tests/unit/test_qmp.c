@@ -1,0 +1,174 @@
+/* QMP framing and matching, against a scripted peer on a socketpair. */
+#include "qemu/qmp.h"
+
+#include <jansson.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+struct peer {
+    int fd;
+    const char *greeting;
+    pthread_t thread;
+};
+
+static void say(int fd, const char *text)
+{
+    assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+}
+
+/* Answers commands like QEMU does; "slow" gets no answer, "bye" closes. */
+static void *peer_main(void *arg)
+{
+    struct peer *p = arg;
+    char buf[4096];
+    size_t len = 0;
+    say(p->fd, p->greeting);
+    for (;;) {
+        ssize_t r = read(p->fd, buf + len, sizeof(buf) - len - 1);
+        if (r <= 0)
+            break;
+        len += (size_t)r;
+        buf[len] = 0;
+        char *nl;
+        while ((nl = strchr(buf, '\n'))) {
+            *nl = 0;
+            json_t *cmd = json_loads(buf, 0, NULL);
+            const char *name = json_string_value(json_object_get(cmd, "execute"));
+            const char *id = json_string_value(json_object_get(cmd, "id"));
+            char out[1024];
+            if (!strcmp(name, "qmp_capabilities") || !strcmp(name, "system_powerdown")) {
+                snprintf(out, sizeof(out), "{\"return\": {}, \"id\": \"%s\"}\r\n", id);
+                say(p->fd, out);
+            } else if (!strcmp(name, "query-status")) {
+                /* an event first, then the reply in two pieces, CRLF-terminated */
+                say(p->fd, "{\"event\": \"RESET\", \"data\": {\"guest\": true}, "
+                           "\"timestamp\": {\"seconds\": 1, \"microseconds\": 2}}\r\n");
+                snprintf(out, sizeof(out), "{\"return\": {\"status\": \"running\", "
+                         "\"running\": true}, \"id\": \"%s\"}\r\n", id);
+                size_t half = strlen(out) / 2;
+                assert_int_equal(write(p->fd, out, half), (ssize_t)half);
+                usleep(20000);
+                say(p->fd, out + half);
+                say(p->fd, "{\"event\": \"STOP\", \"timestamp\": {}}\r\n");
+            } else if (!strcmp(name, "bad")) {
+                snprintf(out, sizeof(out), "{\"error\": {\"class\": \"CommandNotFound\", "
+                         "\"desc\": \"The command bad has not been found\"}, \"id\": \"%s\"}\n",
+                         id);
+                say(p->fd, out);
+            } else if (!strcmp(name, "bye")) {
+                close(p->fd);
+                json_decref(cmd);
+                return NULL;
+            } else if (!strcmp(name, "garbage")) {
+                say(p->fd, "this is not json\n");
+            }
+            json_decref(cmd);
+            len -= (size_t)(nl + 1 - buf);
+            memmove(buf, nl + 1, len + 1);
+        }
+    }
+    close(p->fd);
+    return NULL;
+}
+
+static const char qemu_greeting[] =
+    "{\"QMP\": {\"version\": {\"qemu\": {\"micro\": 0, \"minor\": 2, \"major\": 7}}, "
+    "\"capabilities\": [\"oob\"]}}\r\n";
+
+static struct qmp *start(struct peer *p, const char *greeting, char *err, size_t errsz)
+{
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    p->fd = sv[1];
+    p->greeting = greeting;
+    pthread_create(&p->thread, NULL, peer_main, p);
+    return qmp_attach(sv[0], 1000, err, errsz);
+}
+
+static void commands_events_and_split_replies(void **state)
+{
+    (void)state;
+    struct peer p;
+    char err[256];
+    struct qmp *q = start(&p, qemu_greeting, err, sizeof(err));
+    assert_non_null(q);
+    json_t *ret = NULL;
+    assert_int_equal(qmp_execute(q, "query-status", NULL, 2000, &ret, err, sizeof(err)), 0);
+    assert_string_equal(json_string_value(json_object_get(ret, "status")), "running");
+    json_decref(ret);
+    /* the RESET that came before the reply is queued; the STOP after it arrives
+     * with the next read */
+    json_t *ev = qmp_next_event(q);
+    assert_non_null(ev);
+    assert_string_equal(json_string_value(json_object_get(ev, "event")), "RESET");
+    json_decref(ev);
+    usleep(50000);
+    assert_int_equal(qmp_read(q), 0);
+    ev = qmp_next_event(q);
+    assert_string_equal(json_string_value(json_object_get(ev, "event")), "STOP");
+    json_decref(ev);
+    assert_null(qmp_next_event(q));
+
+    assert_int_equal(qmp_execute(q, "bad", NULL, 2000, NULL, err, sizeof(err)), -1);
+    assert_string_equal(err, "bad: CommandNotFound: The command bad has not been found");
+    assert_int_equal(qmp_execute(q, "system_powerdown", NULL, 2000, NULL, err, sizeof(err)),
+                     0);
+    assert_int_equal(qmp_execute(q, "slow", NULL, 100, NULL, err, sizeof(err)), -1);
+    assert_string_equal(err, "slow: no reply from QEMU within 100 ms");
+    assert_int_equal(qmp_execute(q, "bye", NULL, 1000, NULL, err, sizeof(err)), -1);
+    assert_string_equal(err, "bye: QEMU closed the QMP connection");
+    qmp_close(q);
+    pthread_join(p.thread, NULL);
+}
+
+static void garbage_is_an_error(void **state)
+{
+    (void)state;
+    struct peer p;
+    char err[256];
+    struct qmp *q = start(&p, qemu_greeting, err, sizeof(err));
+    assert_non_null(q);
+    assert_int_equal(qmp_execute(q, "garbage", NULL, 1000, NULL, err, sizeof(err)), -1);
+    qmp_close(q);
+    pthread_join(p.thread, NULL);
+}
+
+static void a_peer_that_is_not_qemu(void **state)
+{
+    (void)state;
+    struct peer p;
+    char err[256];
+    assert_null(start(&p, "{\"hello\": 1}\n", err, sizeof(err)));
+    assert_string_equal(err, "QMP: the peer did not greet as QEMU does");
+    pthread_join(p.thread, NULL);
+}
+
+static void line_parser(void **state)
+{
+    (void)state;
+    json_t *m = qmp_parse_line("{\"return\": {}}", 14);
+    assert_non_null(m);
+    json_decref(m);
+    assert_null(qmp_parse_line("[1, 2]", 6));
+    assert_null(qmp_parse_line("{\"a\": 1, \"a\": 2}", 16)); /* duplicate keys */
+    assert_null(qmp_parse_line("{\"a\"", 4));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(commands_events_and_split_replies),
+        cmocka_unit_test(garbage_is_an_error),
+        cmocka_unit_test(a_peer_that_is_not_qemu),
+        cmocka_unit_test(line_parser),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

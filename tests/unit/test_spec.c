@@ -1,0 +1,193 @@
+/* Requests and their resolution: what a user may ask for, and what they get. */
+#include "catalog/catalog.h"
+#include "qemu/spec.h"
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <cmocka.h>
+
+static char err[1024];
+
+static void host_and_limits(struct spec_host *h, struct spec_limits *l)
+{
+    memset(h, 0, sizeof(*h));
+    snprintf(h->arch, sizeof(h->arch), "x86_64");
+    h->cores = 4;
+    h->memory_mb = 8192;
+    snprintf(h->accel, sizeof(h->accel), "auto");
+    snprintf(h->qemu_x86_64, sizeof(h->qemu_x86_64), "/usr/bin/qemu-system-x86_64");
+    snprintf(h->ovmf_code, sizeof(h->ovmf_code), "/fw/code.fd");
+    snprintf(h->ovmf_vars, sizeof(h->ovmf_vars), "/fw/vars.fd");
+    *l = (struct spec_limits){.min_memory_mb = 128, .default_memory_mb = 1024,
+                              .default_cpus = 1, .default_lifetime_s = 3600,
+                              .min_lifetime_s = 60, .max_lifetime_s = 86400,
+                              .default_disk_gb = 8, .max_disk_gb = 100};
+}
+
+static void disk_machine(struct catalog_machine *m, const char *name)
+{
+    memset(m, 0, sizeof(*m));
+    snprintf(m->name, sizeof(m->name), "%s", name);
+    m->media = CATALOG_MEDIA_DISK;
+    m->n_chain = 1;
+    snprintf(m->chain[0].path, sizeof(m->chain[0].path), "/m/%s.qcow2", name);
+    snprintf(m->chain[0].format, sizeof(m->chain[0].format), "qcow2");
+    assert_int_equal(catalog_finish(m, err, sizeof(err)), 0);
+}
+
+static void request_fields(void **state)
+{
+    (void)state;
+    struct spec_request r = {0};
+    assert_int_equal(spec_request_set(&r, "gpu", "mdev:i915-GVTg_V5_4", err, sizeof(err)), 0);
+    assert_int_equal(r.gpu, SPEC_GPU_MDEV);
+    assert_string_equal(r.gpu_type, "i915-GVTg_V5_4");
+    assert_int_equal(spec_request_set(&r, "gpu", "vf:x", err, sizeof(err)), -1);
+    assert_int_equal(spec_request_set(&r, "gpu", "mdev:", err, sizeof(err)), -1);
+    assert_int_equal(spec_request_set(&r, "memory", "2G", err, sizeof(err)), 0);
+    assert_int_equal(r.memory_mb, 2048);
+    assert_int_equal(spec_request_set(&r, "memory_mb", "2G", err, sizeof(err)), -1);
+    assert_string_equal(err, "memory_mb: '2G' must be a whole number of MiB");
+    assert_int_equal(spec_request_set(&r, "memory", "100K", err, sizeof(err)), -1);
+    assert_int_equal(spec_request_set(&r, "lifetime_s", "5400", err, sizeof(err)), 0);
+    assert_int_equal(r.lifetime_s, 5400);
+    assert_int_equal(spec_request_set(&r, "net", "bridge=br0", err, sizeof(err)), 0);
+    assert_int_equal(r.net, SPEC_NET_BRIDGE);
+    assert_string_equal(r.bridge, "br0");
+    assert_int_equal(spec_request_set(&r, "net", "bridge=averyveryverylongname", err,
+                                      sizeof(err)), -1);
+    assert_int_equal(spec_request_set(&r, "colour", "red", err, sizeof(err)), -1);
+    assert_string_equal(err, "'colour' is not a session field");
+}
+
+static void usb_and_mount_lists(void **state)
+{
+    (void)state;
+    struct spec_request r = {0};
+    const char *ok[] = {"046d:c52b", "1-2", "3-1.4.2", "0BDA:8153"};
+    const char *bad[] = {"046d:c52", "1-", "-2", "1-2..3", "046d-c52b", "usb1"};
+    for (size_t i = 0; i < 4; i++)
+        assert_int_equal(spec_request_set(&r, "usb", ok[i], err, sizeof(err)), 0);
+    for (size_t i = 0; i < 6; i++)
+        assert_int_equal(spec_request_set(&r, "usb", bad[i], err, sizeof(err)), -1);
+    assert_int_equal(r.n_usb, 4);
+    for (size_t i = 4; i < SPEC_MAX_USB; i++)
+        assert_int_equal(spec_request_set(&r, "usb", "1-1", err, sizeof(err)), 0);
+    assert_int_equal(spec_request_set(&r, "usb", "1-1", err, sizeof(err)), -1);
+    assert_string_equal(err, "usb: at most 8 devices");
+
+    assert_int_equal(spec_request_set(&r, "mount", "/srv/data", err, sizeof(err)), 0);
+    assert_int_equal(spec_request_set(&r, "mount", "data", err, sizeof(err)), -1);
+    assert_int_equal(spec_request_set(&r, "mount", "/srv/../etc", err, sizeof(err)), -1);
+    assert_int_equal(spec_request_set(&r, "mounts", "/srv/a\nb", err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "mounts: control characters"));
+}
+
+static void request_beats_sidecar_beats_service(void **state)
+{
+    (void)state;
+    struct spec_host h;
+    struct spec_limits l;
+    struct catalog_machine m;
+    struct vm_spec s;
+    struct spec_request r = {0};
+    host_and_limits(&h, &l);
+    disk_machine(&m, "desk");
+    assert_int_equal(spec_resolve(&r, &m, &h, &l, "a", "/run/a", &s, err, sizeof(err)), 0);
+    assert_int_equal(s.cpus, 1);
+    assert_int_equal(s.memory_mb, 1024);
+    m.cpus = 2;
+    m.memory_mb = 2048;
+    assert_int_equal(spec_resolve(&r, &m, &h, &l, "a", "/run/a", &s, err, sizeof(err)), 0);
+    assert_int_equal(s.cpus, 2);
+    assert_int_equal(s.memory_mb, 2048);
+    r.cpus = 3;
+    r.memory_mb = 4096;
+    assert_int_equal(spec_resolve(&r, &m, &h, &l, "a", "/run/a", &s, err, sizeof(err)), 0);
+    assert_int_equal(s.cpus, 3);
+    assert_int_equal(s.memory_mb, 4096);
+    /* a service maximum below the host's memory wins */
+    l.max_memory_mb = 2048;
+    assert_int_equal(spec_resolve(&r, &m, &h, &l, "a", "/run/a", &s, err, sizeof(err)), -1);
+    assert_string_equal(err, "memory_mb: 4096 MiB is out of range (allowed 128..2048 MiB)");
+}
+
+static void accelerator_choice(void **state)
+{
+    (void)state;
+    struct spec_host h;
+    struct spec_limits l;
+    struct catalog_machine m;
+    struct vm_spec s;
+    struct spec_request r = {0};
+    host_and_limits(&h, &l);
+    disk_machine(&m, "desk");
+    h.kvm_usable = false;
+    assert_int_equal(spec_resolve(&r, &m, &h, &l, "a", "/run/a", &s, err, sizeof(err)), 0);
+    assert_false(s.kvm);
+    h.kvm_usable = true;
+    assert_int_equal(spec_resolve(&r, &m, &h, &l, "a", "/run/a", &s, err, sizeof(err)), 0);
+    assert_true(s.kvm);
+    snprintf(h.accel, sizeof(h.accel), "tcg");
+    assert_int_equal(spec_resolve(&r, &m, &h, &l, "a", "/run/a", &s, err, sizeof(err)), 0);
+    assert_false(s.kvm);
+    /* forcing KVM on a host where it cannot run guests is the operator's call */
+    h.kvm_usable = false;
+    snprintf(h.accel, sizeof(h.accel), "kvm");
+    assert_int_equal(spec_resolve(&r, &m, &h, &l, "a", "/run/a", &s, err, sizeof(err)), 0);
+    assert_true(s.kvm);
+}
+
+static void macs_are_stable_and_distinct(void **state)
+{
+    (void)state;
+    struct spec_host h;
+    struct spec_limits l;
+    struct catalog_machine m;
+    struct vm_spec a, b, c;
+    struct spec_request r = {0};
+    host_and_limits(&h, &l);
+    disk_machine(&m, "desk");
+    assert_int_equal(spec_resolve(&r, &m, &h, &l, "s-1", "/run/1", &a, err, sizeof(err)), 0);
+    assert_int_equal(spec_resolve(&r, &m, &h, &l, "s-2", "/run/2", &b, err, sizeof(err)), 0);
+    assert_int_equal(spec_resolve(&r, &m, &h, &l, "s-1", "/run/1", &c, err, sizeof(err)), 0);
+    assert_string_not_equal(a.mac, b.mac);
+    assert_string_equal(a.mac, c.mac);
+    assert_memory_equal(a.mac, "52:54:00:", 9);
+}
+
+static void iso_gets_a_data_disk(void **state)
+{
+    (void)state;
+    struct spec_host h;
+    struct spec_limits l;
+    struct catalog_machine m;
+    struct vm_spec s;
+    struct spec_request r = {0};
+    host_and_limits(&h, &l);
+    disk_machine(&m, "live");
+    m.media = CATALOG_MEDIA_CDROM;
+    assert_int_equal(spec_resolve(&r, &m, &h, &l, "a", "/run/a", &s, err, sizeof(err)), 0);
+    assert_true(s.cdrom);
+    assert_int_equal(s.data_disk_gb, 8);
+    r.disk_gb = 101;
+    assert_int_equal(spec_resolve(&r, &m, &h, &l, "a", "/run/a", &s, err, sizeof(err)), -1);
+    assert_string_equal(err, "disk_gb: 101 GiB is more than allowed (1..100)");
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(request_fields),
+        cmocka_unit_test(usb_and_mount_lists),
+        cmocka_unit_test(request_beats_sidecar_beats_service),
+        cmocka_unit_test(accelerator_choice),
+        cmocka_unit_test(macs_are_stable_and_distinct),
+        cmocka_unit_test(iso_gets_a_data_disk),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
