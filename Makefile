@@ -5,7 +5,7 @@ BUILD := build
 SAN   := build-san
 GUEST := $(BUILD)/guest
 
-.PHONY: all build san deps guest run check golden-regen clean
+.PHONY: all build san fuzz deps guest run check golden-regen clean
 
 all: build
 
@@ -24,6 +24,15 @@ $(SAN)/build.ninja:
 
 san: $(SAN)/build.ninja
 	@ninja -C $(SAN)
+
+# libFuzzer targets for every parser that sees network input (clang).
+FUZZ := build-fuzz
+$(FUZZ)/build.ninja:
+	CC=clang meson setup $(FUZZ) -Dfuzz=true -Dbuildtype=debugoptimized \
+	    -Db_sanitize=address,undefined -Db_lundef=false
+
+fuzz: $(FUZZ)/build.ninja
+	@ninja -C $(FUZZ)
 
 # The demo guest, built from Debian packages (guest/README.md), and its catalogue
 # entries: the live ISO, a disk image of it, and the same kernel booted directly.
@@ -48,7 +57,7 @@ guest: machines/demo.iso machines/demo-disk.qcow2 machines/demo-kernel.vmlinuz \
 run: deps build guest
 	./$(BUILD)/qdesk serve
 
-check: deps build san guest
+check: deps build san fuzz guest
 	@tests/run
 
 # Rewrite tests/qemu-args/*.args|.err from the code; review the diff before committing.
@@ -56,4 +65,4 @@ golden-regen: build
 	QDESK_REGENERATE=1 $(BUILD)/tests/golden tests/qemu-args
 
 clean:
-	rm -rf $(BUILD) $(SAN)
+	rm -rf $(BUILD) $(SAN) $(FUZZ)
