@@ -4,11 +4,14 @@
 #include "qemu/cmdline.h"
 #include "qemu/spec.h"
 #include "qemu/vm.h"
+#include "session/alloc.h"
+#include "session/store.h"
 #include "util/fs.h"
 #include "util/log.h"
 #include "util/proc.h"
 #include "util/units.h"
 
+#include <curl/curl.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -21,6 +24,8 @@
 #include <string.h>
 #include <sys/inotify.h>
 #include <sys/signalfd.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 /* The catalogue, the host and the resolved VM of a foreground command. */
@@ -159,7 +164,7 @@ static int parse_opts(struct cli_vm *v, int argc, char **argv, bool *json)
 /* Loads everything a foreground VM needs and resolves it as name in rundir.
  * Returns 0, or an exit status after printing the error. */
 static int resolve(const struct config *cfg, struct cli_vm *v, const char *name,
-                   const char *rundir)
+                   const char *rundir, bool plan_devices)
 {
     char err[1024];
     struct spec_limits lim;
@@ -175,10 +180,13 @@ static int resolve(const struct config *cfg, struct cli_vm *v, const char *name,
     spec_host_probe(cfg, &v->host);
     spec_limits_from_config(cfg, &lim);
     if (spec_resolve(&v->req, m, &v->host, &lim, name, rundir, &v->spec, err, sizeof(err)) <
-        0) {
+            0 ||
+        (plan_devices && alloc_plan(cfg, &v->req, &v->spec, err, sizeof(err)) < 0)) {
         fprintf(stderr, "qdesk: %s\n", err);
         return 1;
     }
+    if (v->spec.gpu_grant.warning[0])
+        fprintf(stderr, "qdesk: warning: %s\n", v->spec.gpu_grant.warning);
     return 0;
 }
 
@@ -190,7 +198,7 @@ int cli_args(const struct config *cfg, int argc, char **argv)
     if (rc)
         return rc;
     snprintf(rundir, sizeof(rundir), "%s/run/%s", cfg->state, v.req.machine);
-    rc = resolve(cfg, &v, v.req.machine, rundir);
+    rc = resolve(cfg, &v, v.req.machine, rundir, true);
     if (rc == 0) {
         struct argv a;
         argv_init(&a);
@@ -332,7 +340,7 @@ int cli_run(const struct config *cfg, int argc, char **argv)
     snprintf(id, sizeof(id), "run-%02x%02x%02x%02x", rnd[0], rnd[1], rnd[2], rnd[3]);
     snprintf(runbase, sizeof(runbase), "%s/run", cfg->state);
     snprintf(rundir, sizeof(rundir), "%s/%s", runbase, id);
-    rc = resolve(cfg, &v, id, rundir);
+    rc = resolve(cfg, &v, id, rundir, false);
     if (rc) {
         cli_vm_free(&v);
         return rc;
@@ -359,12 +367,24 @@ int cli_run(const struct config *cfg, int argc, char **argv)
     sigaddset(&mask, SIGHUP);
     sigprocmask(SIG_BLOCK, &mask, NULL);
 
+    /* Devices are claimed in the service's store, so the service never hands out
+     * what this VM holds. */
     struct argv a;
     struct vm vm = {0};
+    struct session_error se = {0};
+    struct store *st = NULL;
     argv_init(&a);
+    char db[PATH_MAX + 16];
+    snprintf(db, sizeof(db), "%s/state.db", cfg->state);
     int mk = fs_mkdir_p(runbase, 0755);
     if (mk < 0) {
         fprintf(stderr, "qdesk: cannot create %s: %s\n", runbase, strerror(-mk));
+        rc = 1;
+    } else if (!(st = store_open(db, err, sizeof(err)))) {
+        fprintf(stderr, "qdesk: %s\n", err);
+        rc = 1;
+    } else if (alloc_acquire(st, cfg, id, &v.req, &v.spec, &user, &se) < 0) {
+        fprintf(stderr, "qdesk: %s\n", se.message);
         rc = 1;
     } else if (qemu_build_cmdline(&a, &v.spec) < 0) {
         fprintf(stderr, "qdesk: %s\n", a.err);
@@ -372,7 +392,7 @@ int cli_run(const struct config *cfg, int argc, char **argv)
     } else if (vm_prepare(&v.spec, v.qemu_img, &user, err, sizeof(err)) < 0) {
         fprintf(stderr, "qdesk: %s\n", err);
         rc = 1;
-    } else if (vm_spawn(&vm, &v.spec, &a, &user, NULL, 0, NULL, err, sizeof(err)) < 0 ||
+    } else if (vm_spawn(&vm, &v.spec, &a, &user, NULL, 0, err, sizeof(err)) < 0 ||
                vm_connect(&vm, 15000, err, sizeof(err)) < 0) {
         fprintf(stderr, "qdesk: %s\n", err);
         snprintf(vm.rundir, sizeof(vm.rundir), "%s", rundir);
@@ -381,6 +401,8 @@ int cli_run(const struct config *cfg, int argc, char **argv)
     } else {
         char life[32];
         units_format_duration(lifetime, life, sizeof(life));
+        if (v.spec.gpu_grant.warning[0])
+            fprintf(stderr, "qdesk: warning: %s\n", v.spec.gpu_grant.warning);
         fprintf(stderr,
                 "qdesk: %s is running (pid %d, %s under %s, lifetime %s)\n"
                 "qdesk: run directory: %s\n"
@@ -390,7 +412,279 @@ int cli_run(const struct config *cfg, int argc, char **argv)
         rc = supervise(&vm, cfg, lifetime);
         vm_cleanup(&vm);
     }
+    if (st) {
+        alloc_release(st, cfg, id);
+        store_close(st);
+    }
     argv_free(&a);
     cli_vm_free(&v);
+    return rc;
+}
+
+/* ---- talking to the service over its control socket ---------------------------- */
+
+struct reply {
+    char *body;
+    size_t len;
+};
+
+static size_t collect(char *data, size_t size, size_t n, void *arg)
+{
+    struct reply *r = arg;
+    char *grown = realloc(r->body, r->len + size * n + 1);
+    if (!grown)
+        return 0;
+    r->body = grown;
+    memcpy(r->body + r->len, data, size * n);
+    r->len += size * n;
+    r->body[r->len] = 0;
+    return size * n;
+}
+
+/* Sends one request to the service. Returns the HTTP status and the parsed JSON
+ * body in *out (NULL when the body is not JSON), or -1 after printing why the
+ * service cannot be reached. */
+static long call_service(const struct config *cfg, const char *method, const char *path,
+                         json_t *body, json_t **out)
+{
+    char sock[PATH_MAX + 32], url[512];
+    if (cfg->control_socket[0])
+        snprintf(sock, sizeof(sock), "%s", cfg->control_socket);
+    else
+        snprintf(sock, sizeof(sock), "%s/control.sock", cfg->state);
+    snprintf(url, sizeof(url), "http://localhost%s", path);
+    CURL *c = curl_easy_init();
+    if (!c)
+        return -1;
+    struct reply reply = {0};
+    char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+    struct curl_slist *headers = curl_slist_append(NULL, "Content-Type: application/json");
+    curl_easy_setopt(c, CURLOPT_UNIX_SOCKET_PATH, sock);
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, collect);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &reply);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT, 60L);
+    if (text)
+        curl_easy_setopt(c, CURLOPT_POSTFIELDS, text);
+    CURLcode rc = curl_easy_perform(c);
+    long status = -1;
+    if (rc != CURLE_OK)
+        fprintf(stderr, "qdesk: cannot reach the service at %s: %s (is qdesk serve running, "
+                        "and are you root?)\n", sock, curl_easy_strerror(rc));
+    else
+        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+    curl_slist_free_all(headers);
+    curl_easy_cleanup(c);
+    free(text);
+    json_error_t jerr;
+    *out = reply.body ? json_loads(reply.body, 0, &jerr) : NULL;
+    free(reply.body);
+    return status;
+}
+
+/* Prints the service's error and returns 1. */
+static int service_error(json_t *reply, long status)
+{
+    json_t *e = json_object_get(reply, "error");
+    fprintf(stderr, "qdesk: %s (HTTP %ld)\n",
+            json_string_value(json_object_get(e, "message")) ?: "the service refused", status);
+    return 1;
+}
+
+static void print_session(json_t *s)
+{
+    int64_t left = json_integer_value(json_object_get(s, "expires_at")) - (int64_t)time(NULL);
+    char life[32] = "-";
+    const char *state = json_string_value(json_object_get(s, "state"));
+    if (left > 0 && state && strcmp(state, "stopped") && strcmp(state, "failed"))
+        units_format_duration((uint64_t)left, life, sizeof(life));
+    printf("%-17s %-9s %-16s %-10s %4lld %7lld  %-9s %s\n",
+           json_string_value(json_object_get(s, "id")), state,
+           json_string_value(json_object_get(s, "machine")),
+           json_string_value(json_object_get(s, "owner")),
+           (long long)json_integer_value(json_object_get(s, "cpus")),
+           (long long)json_integer_value(json_object_get(s, "memory_mb")), life,
+           json_string_value(json_object_get(s, "url")) ?: json_string_value(
+                                                               json_object_get(s, "error")) ?: "");
+}
+
+static void print_header(void)
+{
+    printf("%-17s %-9s %-16s %-10s %4s %7s  %-9s %s\n", "ID", "STATE", "MACHINE", "OWNER",
+           "CPUS", "MEM(MB)", "LEFT", "URL");
+}
+
+/* The API body for what parse_opts() read. */
+static json_t *request_json(const struct spec_request *r)
+{
+    json_t *o = json_pack("{s:s}", "machine", r->machine);
+    if (r->cpus)
+        json_object_set_new(o, "cpus", json_integer(r->cpus));
+    if (r->memory_mb)
+        json_object_set_new(o, "memory_mb", json_integer((json_int_t)r->memory_mb));
+    if (r->lifetime_s)
+        json_object_set_new(o, "lifetime_s", json_integer((json_int_t)r->lifetime_s));
+    if (r->disk_gb)
+        json_object_set_new(o, "disk_gb", json_integer(r->disk_gb));
+    if (r->gpu != SPEC_GPU_NONE) {
+        char gpu[96];
+        snprintf(gpu, sizeof(gpu), "%s%s%s", spec_gpu_name(r->gpu), r->gpu_type[0] ? ":" : "",
+                 r->gpu_type);
+        json_object_set_new(o, "gpu", json_string(gpu));
+    }
+    if (r->n_usb) {
+        json_t *usb = json_array();
+        for (size_t i = 0; i < r->n_usb; i++)
+            json_array_append_new(usb, json_string(r->usb[i]));
+        json_object_set_new(o, "usb", usb);
+    }
+    if (r->net != SPEC_NET_USER) {
+        char net[32];
+        snprintf(net, sizeof(net), r->net == SPEC_NET_NONE ? "none" : "bridge=%s", r->bridge);
+        json_object_set_new(o, "net", json_string(net));
+    }
+    if (r->n_mounts) {
+        json_t *m = json_array();
+        for (size_t i = 0; i < r->n_mounts; i++)
+            json_array_append_new(m, json_string(r->mounts[i]));
+        json_object_set_new(o, "mounts", m);
+    }
+    if (r->script[0])
+        json_object_set_new(o, "script", json_string(r->script));
+    if (r->oneshot)
+        json_object_set_new(o, "oneshot", json_true());
+    if (r->persistent)
+        json_object_set_new(o, "persistent", json_true());
+    return o;
+}
+
+int cli_start(const struct config *cfg, int argc, char **argv)
+{
+    struct cli_vm v = {0};
+    bool json = false;
+    int rc = parse_opts(&v, argc, argv, &json);
+    if (rc)
+        return rc;
+    json_t *reply = NULL, *body = request_json(&v.req);
+    long status = call_service(cfg, "POST", "/api/v1/sessions", body, &reply);
+    json_decref(body);
+    if (status < 0)
+        return 1;
+    if (status != 201) {
+        rc = service_error(reply, status);
+    } else if (json) {
+        json_dumpf(reply, stdout, JSON_INDENT(2));
+        putchar('\n');
+    } else {
+        printf("session  %s (%s)\nlink     %s\nview     %s\nqr       %s\n",
+               json_string_value(json_object_get(reply, "id")),
+               json_string_value(json_object_get(reply, "state")),
+               json_string_value(json_object_get(reply, "url")),
+               json_string_value(json_object_get(reply, "view_url")),
+               json_string_value(json_object_get(reply, "qr_svg_url")));
+    }
+    json_decref(reply);
+    return rc;
+}
+
+int cli_status(const struct config *cfg, int argc, char **argv)
+{
+    bool json = false;
+    const char *id = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--json"))
+            json = true;
+        else if (!id && argv[i][0] != '-')
+            id = argv[i];
+        else {
+            fprintf(stderr, "usage: qdesk status [ID] [--json]\n");
+            return 2;
+        }
+    }
+    char path[128];
+    if (id && strspn(id, "0123456789abcdef") != strlen(id)) {
+        fprintf(stderr, "qdesk status: '%s' is not a session id\n", id);
+        return 2;
+    }
+    snprintf(path, sizeof(path), "/api/v1/sessions%s%s", id ? "/" : "", id ? id : "");
+    json_t *reply = NULL;
+    long status = call_service(cfg, "GET", path, NULL, &reply);
+    int rc = 0;
+    if (status < 0)
+        return 1;
+    if (status != 200) {
+        rc = service_error(reply, status);
+    } else if (json) {
+        json_dumpf(reply, stdout, JSON_INDENT(2));
+        putchar('\n');
+    } else {
+        print_header();
+        if (json_is_array(reply)) {
+            size_t i;
+            json_t *s;
+            json_array_foreach(reply, i, s) print_session(s);
+        } else {
+            print_session(reply);
+        }
+    }
+    json_decref(reply);
+    return rc;
+}
+
+int cli_stop(const struct config *cfg, int argc, char **argv)
+{
+    if (argc != 2 || (strcmp(argv[1], "--all") && strspn(argv[1], "0123456789abcdef") !=
+                                                        strlen(argv[1]))) {
+        fprintf(stderr, "usage: qdesk stop ID|--all\n");
+        return 2;
+    }
+    char path[128];
+    bool all = !strcmp(argv[1], "--all");
+    snprintf(path, sizeof(path), "/api/v1/sessions%s%s", all ? "" : "/", all ? "" : argv[1]);
+    json_t *reply = NULL;
+    long status = call_service(cfg, "DELETE", path, NULL, &reply);
+    int rc = 0;
+    if (status < 0)
+        return 1;
+    if (status != 200 && status != 202)
+        rc = service_error(reply, status);
+    else if (all)
+        printf("stopping %lld sessions\n",
+               (long long)json_integer_value(json_object_get(reply, "stopping")));
+    else
+        printf("session %s is %s\n", argv[1],
+               json_string_value(json_object_get(reply, "state")));
+    json_decref(reply);
+    return rc;
+}
+
+int cli_usb(const struct config *cfg, int argc, char **argv)
+{
+    if (argc != 4 || (strcmp(argv[1], "attach") && strcmp(argv[1], "detach")) ||
+        strspn(argv[2], "0123456789abcdef") != strlen(argv[2]) ||
+        strspn(argv[3], "abcdefghijklmnopqrstuvwxyzABCDEF0123456789:.-") != strlen(argv[3])) {
+        fprintf(stderr, "usage: qdesk usb attach|detach ID DEVICE\n"
+                        "  DEVICE: VID:PID, BUS-PORT, or " SPEC_USB_EMULATED
+                        " (detach also takes the id attach printed)\n");
+        return 2;
+    }
+    bool attach = !strcmp(argv[1], "attach");
+    char path[256];
+    snprintf(path, sizeof(path), "/api/v1/sessions/%s/usb%s%s", argv[2], attach ? "" : "/",
+             attach ? "" : argv[3]);
+    json_t *reply = NULL, *body = attach ? json_pack("{s:s}", "device", argv[3]) : NULL;
+    long status = call_service(cfg, attach ? "POST" : "DELETE", path, body, &reply);
+    json_decref(body);
+    int rc = 0;
+    if (status < 0)
+        return 1;
+    if (status != 200)
+        rc = service_error(reply, status);
+    else
+        printf("%s %s\n", attach ? "attached" : "detached",
+               json_string_value(json_object_get(reply, "device")));
+    json_decref(reply);
     return rc;
 }

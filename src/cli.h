@@ -9,5 +9,10 @@
 int cli_machines(const struct config *cfg, int argc, char **argv);
 int cli_args(const struct config *cfg, int argc, char **argv);
 int cli_run(const struct config *cfg, int argc, char **argv);
+/* start, status and stop talk to the running service over its control socket. */
+int cli_start(const struct config *cfg, int argc, char **argv);
+int cli_status(const struct config *cfg, int argc, char **argv);
+int cli_stop(const struct config *cfg, int argc, char **argv);
+int cli_usb(const struct config *cfg, int argc, char **argv);
 
 #endif

@@ -29,10 +29,15 @@ static const struct key keys[] = {
     STR("server", base_url, NULL),
     STR("server", tls_cert, NULL),
     STR("server", tls_key, NULL),
-    STR("server", auth, "none|local|pam"),
-    NUM("server", allow_remote_none, K_BOOL),
     STR("server", control_socket, NULL),
-    STR("server", pam_service, NULL),
+    STR("server", www, NULL),
+    NUM("server", max_body_kb, K_COUNT),
+    STR("auth", auth, "none|local|pam"),
+    NUM("auth", allow_remote_none, K_BOOL),
+    STR("auth", pam_service, NULL),
+    STR("auth", admin_group, NULL),
+    NUM("auth", login_lifetime_s, K_DURATION),
+    NUM("auth", login_attempts_per_minute, K_COUNT),
     STR("paths", machines, NULL),
     STR("paths", state, NULL),
     STR("paths", sysroot, NULL),
@@ -46,6 +51,11 @@ static const struct key keys[] = {
     STR("qemu", aavmf_code, NULL),
     STR("qemu", aavmf_vars, NULL),
     NUM("qemu", stop_grace_s, K_DURATION),
+    NUM("gpu", allow_host_console, K_BOOL),
+    NUM("gpu", vfs, K_COUNT),
+    STR("gpu", virgl_display, "egl-headless|sdl"),
+    STR("gpu", virgl_x_display, NULL),
+    STR("gpu", hugetlbfs, NULL),
     NUM("sessions", default_cpus, K_COUNT),
     NUM("sessions", default_memory_mb, K_MB),
     NUM("sessions", default_lifetime_s, K_DURATION),
@@ -69,6 +79,11 @@ void config_defaults(struct config *c)
     snprintf(c->listen, sizeof(c->listen), "127.0.0.1:8080");
     snprintf(c->auth, sizeof(c->auth), "none");
     snprintf(c->pam_service, sizeof(c->pam_service), "qdesk");
+    snprintf(c->admin_group, sizeof(c->admin_group), "qdesk-admin");
+    snprintf(c->www, sizeof(c->www), "www");
+    c->max_body_kb = 64;
+    c->login_lifetime_s = 12 * 3600;
+    c->login_attempts_per_minute = 10;
     snprintf(c->machines, sizeof(c->machines), "machines");
     snprintf(c->state, sizeof(c->state), "state");
     snprintf(c->sysroot, sizeof(c->sysroot), "/");
@@ -78,6 +93,8 @@ void config_defaults(struct config *c)
     snprintf(c->aavmf_code, sizeof(c->aavmf_code), "/usr/share/AAVMF/AAVMF_CODE.fd");
     snprintf(c->aavmf_vars, sizeof(c->aavmf_vars), "/usr/share/AAVMF/AAVMF_VARS.fd");
     c->stop_grace_s = 30;
+    snprintf(c->virgl_display, sizeof(c->virgl_display), "egl-headless");
+    snprintf(c->hugetlbfs, sizeof(c->hugetlbfs), "/dev/hugepages");
     c->default_cpus = 1;
     c->default_memory_mb = 1024;
     c->default_lifetime_s = 4 * 3600;

@@ -17,10 +17,17 @@ struct config {
     char base_url[256];      /* public URL prefix of links; "" derives it from listen */
     char tls_cert[PATH_MAX]; /* HTTPS and WSS when both are set */
     char tls_key[PATH_MAX];
+    char control_socket[PATH_MAX]; /* "" = STATE/control.sock */
+    char www[PATH_MAX];      /* the portal's files */
+    uint64_t max_body_kb;    /* largest request body accepted */
+
+    /* [auth] */
     char auth[16];           /* none | local | pam (and later backends) */
     bool allow_remote_none;  /* auth none on a non-loopback address */
-    char control_socket[PATH_MAX]; /* "" = STATE/control.sock */
     char pam_service[64];
+    char admin_group[64];    /* PAM users in this group are admins */
+    uint64_t login_lifetime_s;
+    uint64_t login_attempts_per_minute; /* per client address and per user name */
 
     /* [paths] */
     char machines[PATH_MAX];
@@ -38,6 +45,13 @@ struct config {
     char aavmf_code[PATH_MAX];
     char aavmf_vars[PATH_MAX];
     uint64_t stop_grace_s;   /* powerdown to quit */
+
+    /* [gpu] */
+    bool allow_host_console;  /* passthrough may take the GPU showing the host console */
+    uint64_t vfs;             /* VFs to create on an SR-IOV GPU that has none (0: all) */
+    char virgl_display[16];   /* egl-headless (a render node) | sdl (an X display) */
+    char virgl_x_display[32]; /* DISPLAY for virgl_display = sdl */
+    char hugetlbfs[PATH_MAX]; /* where hugetlbfs is mounted */
 
     /* [sessions] */
     uint64_t default_cpus;

@@ -2,7 +2,11 @@
  * stand; the rest goes to the subcommand. */
 #include "cli.h"
 #include "config.h"
+#include "host/host.h"
+#include "service.h"
 #include "util/log.h"
+#include "web/auth.h"
+#include "web/wsproxy.h"
 
 #include <limits.h>
 #include <stdbool.h>
@@ -14,9 +18,18 @@
 static const char usage[] =
     "usage: qdesk [-c FILE] [--machines DIR] [--sysroot DIR] [-v] COMMAND [ARGS]\n"
     "\n"
+    "  serve                        the service: portal, API, display proxy\n"
     "  machines [--json]            the machine catalogue\n"
     "  args MACHINE [OPTS]          print the QEMU command line, run nothing\n"
     "  run MACHINE [OPTS]           one VM in the foreground, no service needed\n"
+    "  start MACHINE [OPTS] [--json]  ask the service for a session\n"
+    "  status [ID] [--json]         sessions\n"
+    "  stop ID|--all                stop sessions\n"
+    "  usb attach|detach ID DEVICE  hot-plug USB into a running session\n"
+    "  user add|del|passwd|list     local accounts\n"
+    "  proxy [--view-only] ADDR:PORT SOCKET   a standalone WebSocket-to-VNC proxy\n"
+    "  host check|iommu|gpus|usb [--json] | cmdline --gpu ADDR... [--apply]\n"
+    "                               host readiness and inventory\n"
     "\n"
     "OPTS: --cpus N --memory SIZE --lifetime DUR --disk GB\n"
     "      --gpu none|virgl|vf|passthrough|mdev[:TYPE] --usb VID:PID|BUS-PORT\n"
@@ -27,10 +40,17 @@ struct command {
     int (*run)(const struct config *cfg, int argc, char **argv);
 };
 
+static int proxy(const struct config *cfg, int argc, char **argv)
+{
+    (void)cfg;
+    return wsproxy_main(argc, argv);
+}
+
 static const struct command commands[] = {
-    {"machines", cli_machines},
-    {"args", cli_args},
-    {"run", cli_run},
+    {"serve", service_main},   {"machines", cli_machines}, {"args", cli_args},
+    {"run", cli_run},          {"start", cli_start},       {"status", cli_status},
+    {"stop", cli_stop},        {"user", auth_local_main},  {"proxy", proxy},
+    {"host", host_main},       {"usb", cli_usb},
 };
 
 /* Makes a relative path absolute against the working directory: QEMU runs in its

@@ -9,7 +9,10 @@
  * A file in DIR that no NAME.json uses fails the suite, so stale outputs cannot
  * pile up. No host fact is read from this machine. */
 #include "catalog/catalog.h"
+#include "config.h"
+#include "host/ids.h"
 #include "qemu/cmdline.h"
+#include "session/alloc.h"
 #include "qemu/spec.h"
 #include "util/fs.h"
 
@@ -57,6 +60,23 @@ static void fake_host(json_t *h, struct spec_host *host)
              str_or(h, "aavmf_code", "/usr/share/AAVMF/AAVMF_CODE.fd"));
     snprintf(host->aavmf_vars, sizeof(host->aavmf_vars), "%s",
              str_or(h, "aavmf_vars", "/usr/share/AAVMF/AAVMF_VARS.fd"));
+    host->virgl_sdl = json_is_true(json_object_get(h, "virgl_sdl"));
+    snprintf(host->x_display, sizeof(host->x_display), "%s", str_or(h, "x_display", ""));
+    snprintf(host->hugetlbfs, sizeof(host->hugetlbfs), "%s",
+             str_or(h, "hugetlbfs", "/dev/hugepages"));
+}
+
+/* The device facts come from a captured tree, tests/sysfs/NAME ("host": {"sysroot":
+ * NAME}); without one the case asks for no devices. */
+static void fake_config(json_t *h, const char *dir, struct config *cfg)
+{
+    config_defaults(cfg);
+    const char *tree = str_or(h, "sysroot", NULL);
+    if (tree)
+        snprintf(cfg->sysroot, sizeof(cfg->sysroot), "%s/../sysfs/%s", dir, tree);
+    else
+        snprintf(cfg->sysroot, sizeof(cfg->sysroot), "/nonexistent");
+    cfg->allow_host_console = json_is_true(json_object_get(h, "allow_host_console"));
 }
 
 static void fake_limits(json_t *l, struct spec_limits *lim)
@@ -143,7 +163,7 @@ static int fake_request(json_t *r, struct spec_request *req, char *err, size_t e
 
 /* Returns the newly allocated output for one case: the shell-quoted command line,
  * or the error message and a newline. Sets *is_err. */
-static char *run_case(const char *path, bool *is_err)
+static char *run_case(const char *dir, const char *path, bool *is_err)
 {
     char err[2048] = "";
     json_error_t jerr;
@@ -158,9 +178,11 @@ static char *run_case(const char *path, bool *is_err)
     const struct catalog_machine *m = NULL;
     struct spec_request req;
     struct vm_spec spec;
+    struct config cfg;
     struct argv a;
     argv_init(&a);
     fake_host(json_object_get(j, "host"), &host);
+    fake_config(json_object_get(j, "host"), dir, &cfg);
     fake_limits(json_object_get(j, "limits"), &lim);
     const char *name = str_or(j, "name", "s1");
     char rundir[PATH_MAX];
@@ -171,6 +193,7 @@ static char *run_case(const char *path, bool *is_err)
         fake_request(json_object_get(j, "request"), &req, err, sizeof(err)) < 0 ||
         !(m = catalog_lookup(&cat, req.machine, err, sizeof(err))) ||
         spec_resolve(&req, m, &host, &lim, name, rundir, &spec, err, sizeof(err)) < 0 ||
+        alloc_plan(&cfg, &req, &spec, err, sizeof(err)) < 0 ||
         qemu_build_cmdline(&a, &spec) < 0) {
         if (!err[0])
             snprintf(err, sizeof(err), "%s", a.err);
@@ -200,6 +223,10 @@ int main(int argc, char **argv)
     }
     const char *dir = argv[1];
     bool regenerate = getenv("QDESK_REGENERATE") && getenv("QDESK_REGENERATE")[0] == '1';
+    char pci_ids[PATH_MAX], usb_ids[PATH_MAX];
+    snprintf(pci_ids, sizeof(pci_ids), "%s/../sysfs/ids/pci.ids", dir);
+    snprintf(usb_ids, sizeof(usb_ids), "%s/../sysfs/ids/usb.ids", dir);
+    ids_set_files(pci_ids, usb_ids);
     DIR *d = opendir(dir);
     if (!d) {
         fprintf(stderr, "%s: %s\n", dir, strerror(errno));
@@ -234,7 +261,7 @@ int main(int argc, char **argv)
             continue;
 
         bool is_err;
-        char *out = run_case(json, &is_err);
+        char *out = run_case(dir, json, &is_err);
         char want_path[PATH_MAX], other_path[PATH_MAX];
         snprintf(want_path, sizeof(want_path), "%s/%s.%s", dir, base, is_err ? "err" : "args");
         snprintf(other_path, sizeof(other_path), "%s/%s.%s", dir, base, is_err ? "args" : "err");

@@ -143,6 +143,23 @@ int catalog_set(struct catalog_machine *m, const char *dir, const char *key,
         m->memory_mb = bytes >> 20;
         return 0;
     }
+    if (strcmp(key, "hugepages") == 0) {
+        if (!strcmp(value, "2M") || !strcmp(value, "1G") || !strcmp(value, "none")) {
+            m->hugepages_kb = value[0] == '2' ? 2048 : value[0] == '1' ? 1048576 : 0;
+            return 0;
+        }
+        snprintf(err, errsz, "hugepages: '%s' is not allowed; use 2M, 1G or none", value);
+        return -1;
+    }
+    if (strcmp(key, "pin_cpus") == 0) {
+        if (!strcmp(value, "yes") || !strcmp(value, "no") || !strcmp(value, "true") ||
+            !strcmp(value, "false")) {
+            m->pin_cpus = value[0] == 'y' || value[0] == 't';
+            return 0;
+        }
+        snprintf(err, errsz, "pin_cpus: '%s' must be yes or no", value);
+        return -1;
+    }
     if (strcmp(key, "gpu") == 0) {
         unsigned mask = 0;
         char list[256];
@@ -162,7 +179,7 @@ int catalog_set(struct catalog_machine *m, const char *dir, const char *key,
     }
     snprintf(err, errsz,
              "'%s' is not a machine setting; use description, arch, firmware, machine, cpus, "
-             "memory, kernel, initrd, append, gpu, disk_bus or video",
+             "memory, kernel, initrd, append, gpu, disk_bus, video, hugepages or pin_cpus",
              key);
     return -1;
 }

@@ -10,6 +10,7 @@
 #define QDESK_CATALOG_H
 
 #include <limits.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -50,6 +51,8 @@ struct catalog_machine {
     unsigned gpus;         /* allowed GPU kinds: bit (1 << enum spec_gpu) */
     char disk_bus[8];      /* virtio | sata | ide */
     char video[16];        /* vga | virtio | bochs | qxl | cirrus | ramfb */
+    unsigned long hugepages_kb; /* guest RAM from 2M or 1G hugepages; 0: none */
+    bool pin_cpus;         /* each vCPU gets a host CPU of its own */
 
     char refused[512];     /* non-empty: the machine cannot be started, and why */
 };

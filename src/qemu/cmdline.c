@@ -8,9 +8,20 @@
 #define FW_CODE "fw-code"
 #define FW_VARS "fw-vars"
 
+_Static_assert((int)GPU_KIND_VF == (int)SPEC_GPU_VF &&
+                   (int)GPU_KIND_PASSTHROUGH == (int)SPEC_GPU_PASSTHROUGH &&
+                   (int)GPU_KIND_MDEV == (int)SPEC_GPU_MDEV &&
+                   (int)GPU_KIND_VIRGL == (int)SPEC_GPU_VIRGL,
+               "enum gpu_kind and enum spec_gpu must agree");
+
 static bool is_arm(const struct vm_spec *s)
 {
     return strcmp(s->arch, "aarch64") == 0;
+}
+
+static bool has_vfio(const struct vm_spec *s)
+{
+    return s->gpu_grant.n_fn > 0 || s->gpu_grant.mdev_sysfsdev[0];
 }
 
 /* Adds "flag RUNDIR/file"-style option values: a path inside the run directory. */
@@ -44,6 +55,8 @@ static int build_machine(struct argv *a, const struct vm_spec *s)
         qopt_word(&o, "pflash0=" FW_CODE);
         qopt_word(&o, "pflash1=" FW_VARS);
     }
+    if (s->hugepages_kb)
+        qopt_word(&o, "memory-backend=mem0");
     argv_add_qopt(a, "-machine", &o);
     argv_add(a, "-accel");
     argv_add(a, s->kvm ? "kvm" : "tcg");
@@ -52,8 +65,15 @@ static int build_machine(struct argv *a, const struct vm_spec *s)
 
 static int build_cpu(struct argv *a, const struct vm_spec *s)
 {
-    argv_add(a, "-cpu");
-    argv_add(a, s->kvm ? "host" : "max");
+    struct qopt o = {0};
+    qopt_word(&o, s->kvm ? "host" : "max");
+    if (s->gpu_grant.hide_kvm) {
+        /* consumer NVIDIA drivers refuse to run when they see a hypervisor */
+        qopt_word(&o, "kvm=off");
+        qopt_add(&o, "hv-vendor-id", s->gpu_grant.hv_vendor_id[0] ? s->gpu_grant.hv_vendor_id
+                                                                  : GPU_HV_VENDOR_ID);
+    }
+    argv_add_qopt(a, "-cpu", &o);
     argv_add(a, "-smp");
     argv_addf(a, "%u,sockets=%u,cores=%u,threads=%u", s->cpus, s->sockets, s->cores,
               s->threads);
@@ -64,6 +84,18 @@ static int build_memory(struct argv *a, const struct vm_spec *s)
 {
     argv_add(a, "-m");
     argv_addf(a, "size=%lluM", (unsigned long long)s->memory_mb);
+    if (s->hugepages_kb) {
+        /* Guest RAM from the hugepages reserved for this session, touched at start
+         * so a shortage shows now rather than as a guest crash later. */
+        struct qopt o = {0};
+        qopt_word(&o, "memory-backend-file");
+        qopt_word(&o, "id=mem0");
+        qopt_addf(&o, "size", "%lluM", (unsigned long long)s->memory_mb);
+        qopt_add(&o, "mem-path", s->hugetlbfs);
+        qopt_word(&o, "prealloc=on");
+        qopt_word(&o, "share=off");
+        argv_add_qopt(a, "-object", &o);
+    }
     return argv_status(a);
 }
 
@@ -221,18 +253,24 @@ static int build_network(struct argv *a, const struct vm_spec *s)
 static const char *video_device(const struct vm_spec *s)
 {
     static const struct {
-        const char *name, *x86, *arm;
+        const char *name, *x86, *arm, *no_vga;
     } table[] = {
-        {"vga", "VGA", NULL},
-        {"virtio", "virtio-vga", "virtio-gpu-pci"},
-        {"bochs", "bochs-display", "bochs-display"},
-        {"qxl", "qxl-vga", NULL},
-        {"cirrus", "cirrus-vga", NULL},
-        {"ramfb", "ramfb", "ramfb"},
+        {"vga", "VGA", NULL, "bochs-display"},
+        {"virtio", "virtio-vga", "virtio-gpu-pci", "virtio-gpu-pci"},
+        {"bochs", "bochs-display", "bochs-display", "bochs-display"},
+        {"qxl", "qxl-vga", NULL, "qxl"},
+        {"cirrus", "cirrus-vga", NULL, "bochs-display"},
+        {"ramfb", "ramfb", "ramfb", "ramfb"},
     };
-    for (size_t i = 0; i < sizeof(table) / sizeof(table[0]); i++)
-        if (!strcmp(s->video, table[i].name))
-            return is_arm(s) ? table[i].arm : table[i].x86;
+    for (size_t i = 0; i < sizeof(table) / sizeof(table[0]); i++) {
+        if (strcmp(s->video, table[i].name))
+            continue;
+        if (is_arm(s))
+            return table[i].arm;
+        /* A passed-through card that takes the legacy VGA ranges (x-vga) leaves no
+         * room for an emulated VGA device: the viewer gets a display without. */
+        return s->gpu_grant.x_vga ? table[i].no_vga : table[i].x86;
+    }
     return NULL;
 }
 
@@ -240,8 +278,18 @@ static int build_display(struct argv *a, const struct vm_spec *s)
 {
     char path[4200];
     struct qopt o = {0};
-    argv_add(a, "-display");
-    argv_add(a, "none");
+    const struct gpu_grant *g = &s->gpu_grant;
+    bool virgl = g->kind == GPU_KIND_VIRGL && (s->virgl_sdl || g->render_node[0]);
+    if (virgl && s->virgl_sdl) {
+        qopt_word(&o, "sdl,gl=on"); /* an X display with OpenGL (Mesa), for hosts
+                                       without a render node */
+    } else if (virgl) {
+        qopt_word(&o, "egl-headless"); /* 3D on the render node; frames go to VNC */
+        qopt_add(&o, "rendernode", g->render_node);
+    } else {
+        qopt_word(&o, "none");
+    }
+    argv_add_qopt(a, "-display", &o);
     /* VNC on a unix socket in the run directory only: never a TCP port. */
     rundir_path(s, RUNDIR_VNC, path, sizeof(path));
     char value[4300];
@@ -252,7 +300,12 @@ static int build_display(struct argv *a, const struct vm_spec *s)
     qopt_word(&o, "share=force-shared");
     argv_add_qopt(a, "-vnc", &o);
 
-    const char *dev = video_device(s);
+    const char *dev;
+    if (g->kind == GPU_KIND_VIRGL)
+        dev = is_arm(s) ? (virgl ? "virtio-gpu-gl-pci" : "virtio-gpu-pci")
+                        : (virgl ? "virtio-vga-gl" : "virtio-vga");
+    else
+        dev = video_device(s);
     if (!dev) {
         argv_fail(a, "video: '%s' is not available for %s guests", s->video, s->arch);
         return -1;
@@ -260,6 +313,51 @@ static int build_display(struct argv *a, const struct vm_spec *s)
     qopt_word(&o, dev);
     qopt_word(&o, "id=video0");
     argv_add_qopt(a, "-device", &o);
+    return argv_status(a);
+}
+
+/* PCI functions and mediated devices through vfio-pci. The functions of one card
+ * go into one guest slot, as on the host, behind a PCIe root port (q35, virt) or at
+ * a fixed slot of the PCI bus (pc). */
+static int build_gpu(struct argv *a, const struct vm_spec *s)
+{
+    const struct gpu_grant *g = &s->gpu_grant;
+    struct qopt o = {0};
+    if (g->mdev_sysfsdev[0]) {
+        qopt_word(&o, "vfio-pci");
+        qopt_add(&o, "sysfsdev", g->mdev_sysfsdev);
+        qopt_word(&o, "id=hostdev0");
+        qopt_word(&o, "display=off");
+        argv_add_qopt(a, "-device", &o);
+        return argv_status(a);
+    }
+    if (g->n_fn == 0)
+        return 0;
+    bool root_port = strcmp(s->machine_type, "pc") != 0;
+    if (root_port) {
+        qopt_word(&o, "pcie-root-port");
+        qopt_word(&o, "id=gpu-port");
+        qopt_word(&o, "chassis=16");
+        qopt_word(&o, "slot=16");
+        argv_add_qopt(a, "-device", &o);
+    }
+    for (size_t i = 0; i < g->n_fn; i++) {
+        qopt_word(&o, "vfio-pci");
+        qopt_add(&o, "host", g->fn[i].addr);
+        qopt_addf(&o, "id", "hostdev%zu", i);
+        if (root_port)
+            qopt_word(&o, "bus=gpu-port");
+        qopt_addf(&o, "addr", root_port ? "00.%zu" : "10.%zu", i);
+        if (i == 0 && g->multifunction)
+            qopt_word(&o, "multifunction=on");
+        if (i == 0 && g->x_vga)
+            qopt_word(&o, "x-vga=on");
+        if (i == 0 && g->romfile[0])
+            qopt_add(&o, "romfile", g->romfile);
+        else if (!g->rombar)
+            qopt_word(&o, "rombar=0");
+        argv_add_qopt(a, "-device", &o);
+    }
     return argv_status(a);
 }
 
@@ -280,12 +378,42 @@ static int build_input(struct argv *a, const struct vm_spec *s)
         qopt_word(&o, "bus=usb.0");
         argv_add_qopt(a, "-device", &o);
     }
+    /* USB devices: host ones by port (a device plugged in again keeps its place), or
+     * emulated ones. */
+    for (size_t i = 0; i < s->n_usb; i++) {
+        char id[48];
+        if (s->usb[i].emulated[0]) {
+            qopt_word(&o, s->usb[i].emulated); /* one of spec_usb_emulated()'s names */
+            qopt_word(&o, "bus=usb.0");
+            qemu_usb_id(&s->usb[i], id, sizeof(id));
+            qopt_add(&o, "id", id);
+            argv_add_qopt(a, "-device", &o);
+            continue;
+        }
+        qopt_word(&o, "usb-host");
+        qopt_word(&o, "bus=usb.0");
+        qopt_addf(&o, "hostbus", "%u", s->usb[i].bus);
+        qopt_add(&o, "hostport", s->usb[i].devpath);
+        qemu_usb_id(&s->usb[i], id, sizeof(id));
+        qopt_add(&o, "id", id);
+        argv_add_qopt(a, "-device", &o);
+    }
     return argv_status(a);
+}
+
+void qemu_usb_id(const struct vm_usb *u, char *out, size_t outsz)
+{
+    if (u->emulated[0])
+        snprintf(out, outsz, "%s-%u", u->emulated, u->index);
+    else
+        snprintf(out, outsz, "usb-%u-%s", u->bus, u->devpath);
 }
 
 static int build_balloon(struct argv *a, const struct vm_spec *s)
 {
-    (void)s;
+    /* Memory that vfio pins or hugepages back cannot be ballooned back. */
+    if (has_vfio(s) || s->hugepages_kb)
+        return 0;
     struct qopt o = {0};
     qopt_word(&o, "virtio-balloon-pci");
     qopt_word(&o, "id=balloon0");
@@ -353,6 +481,8 @@ int qemu_build_cmdline(struct argv *a, const struct vm_spec *s)
     if (build_network(a, s) < 0)
         return -1;
     if (build_display(a, s) < 0)
+        return -1;
+    if (build_gpu(a, s) < 0)
         return -1;
     if (build_input(a, s) < 0)
         return -1;

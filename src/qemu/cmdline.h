@@ -17,6 +17,9 @@
 #define RUNDIR_DATA    "data.qcow2"
 #define RUNDIR_VARS    "vars.fd"
 
+/* QEMU's device id for a host USB device: "usb-BUS-PORTPATH" (as in QMP device_del). */
+void qemu_usb_id(const struct vm_usb *u, char *out, size_t outsz);
+
 /* Appends the whole command line for s to a (which must be empty). Returns 0, or
  * -1 with the first error recorded in a->err. */
 int qemu_build_cmdline(struct argv *a, const struct vm_spec *s);

@@ -35,10 +35,16 @@ json_t *qmp_parse_line(const char *line, size_t len)
     return msg;
 }
 
-/* Files a parsed message as an event or a reply. */
+#define DISCARD_PREFIX "qdesk-discard-"
+
+/* Files a parsed message as an event or a reply; replies nobody waits for are
+ * dropped. */
 static void file_message(struct qmp *q, json_t *msg)
 {
-    if (json_object_get(msg, "event")) {
+    const char *id = json_string_value(json_object_get(msg, "id"));
+    if (id && strncmp(id, DISCARD_PREFIX, strlen(DISCARD_PREFIX)) == 0) {
+        json_decref(msg);
+    } else if (json_object_get(msg, "event")) {
         if (json_array_size(q->events) >= QMP_EVENTS_MAX)
             json_array_remove(q->events, 0);
         json_array_append_new(q->events, msg);
@@ -116,7 +122,7 @@ static int wait_readable(int fd, uint64_t deadline)
 
 /* Removes and returns the reply that matches id ("" matches a reply without one,
  * such as the greeting), or NULL. */
-static json_t *take_reply(struct qmp *q, const char *id)
+json_t *qmp_take_reply(struct qmp *q, const char *id)
 {
     size_t i;
     json_t *msg;
@@ -146,25 +152,31 @@ static int send_all(int fd, const char *s, size_t n)
     return 0;
 }
 
-int qmp_execute(struct qmp *q, const char *command, json_t *args, int timeout_ms,
-                json_t **ret, char *err, size_t errsz)
+int qmp_send(struct qmp *q, const char *command, json_t *args, char *id, size_t idsz)
 {
-    char id[32];
-    snprintf(id, sizeof(id), "qdesk-%lu", ++q->next_id);
-    json_t *msg = json_pack("{s:s, s:s}", "execute", command, "id", id);
+    char own[48];
+    snprintf(own, sizeof(own), "%s%lu", id ? "qdesk-" : DISCARD_PREFIX, ++q->next_id);
+    if (id)
+        snprintf(id, idsz, "%s", own);
+    json_t *msg = json_pack("{s:s, s:s}", "execute", command, "id", own);
     if (args)
         json_object_set(msg, "arguments", args);
     char *text = json_dumps(msg, JSON_COMPACT);
     json_decref(msg);
-    if (!text) {
-        snprintf(err, errsz, "%s: cannot encode the command", command);
+    if (!text)
         return -1;
-    }
     size_t n = strlen(text);
     text[n] = '\n'; /* json_dumps leaves room only for the NUL: send it as newline */
     int rc = send_all(q->fd, text, n + 1);
     free(text);
-    if (rc < 0) {
+    return rc;
+}
+
+int qmp_execute(struct qmp *q, const char *command, json_t *args, int timeout_ms,
+                json_t **ret, char *err, size_t errsz)
+{
+    char id[48];
+    if (qmp_send(q, command, args, id, sizeof(id)) < 0) {
         snprintf(err, errsz, "%s: QMP connection lost: %s", command, strerror(errno));
         return -1;
     }
@@ -172,14 +184,14 @@ int qmp_execute(struct qmp *q, const char *command, json_t *args, int timeout_ms
     uint64_t deadline = proc_now_ms() + (uint64_t)timeout_ms;
     json_t *reply;
     for (;;) {
-        if ((reply = take_reply(q, id)))
+        if ((reply = qmp_take_reply(q, id)))
             break;
         if (!wait_readable(q->fd, deadline)) {
             snprintf(err, errsz, "%s: no reply from QEMU within %d ms", command, timeout_ms);
             return -1;
         }
         if (qmp_read(q) < 0) {
-            if ((reply = take_reply(q, id)))
+            if ((reply = qmp_take_reply(q, id)))
                 break;
             snprintf(err, errsz, "%s: QEMU closed the QMP connection", command);
             return -1;
@@ -201,33 +213,48 @@ int qmp_execute(struct qmp *q, const char *command, json_t *args, int timeout_ms
     return 0;
 }
 
-struct qmp *qmp_attach(int fd, int timeout_ms, char *err, size_t errsz)
+struct qmp *qmp_new(int fd)
 {
     struct qmp *q = calloc(1, sizeof(*q));
     if (!q) {
         close(fd);
-        snprintf(err, errsz, "out of memory");
         return NULL;
     }
     q->fd = fd;
     q->events = json_array();
     q->replies = json_array();
+    return q;
+}
+
+int qmp_greeted(struct qmp *q)
+{
+    json_t *greeting = qmp_take_reply(q, "");
+    if (!greeting)
+        return 0;
+    bool ok = json_object_get(greeting, "QMP") != NULL;
+    json_decref(greeting);
+    return ok ? 1 : -1;
+}
+
+struct qmp *qmp_attach(int fd, int timeout_ms, char *err, size_t errsz)
+{
+    struct qmp *q = qmp_new(fd);
+    if (!q) {
+        snprintf(err, errsz, "out of memory");
+        return NULL;
+    }
     uint64_t deadline = proc_now_ms() + (uint64_t)timeout_ms;
-    json_t *greeting;
-    for (;;) {
-        if ((greeting = take_reply(q, "")))
-            break;
+    int greeted;
+    while ((greeted = qmp_greeted(q)) == 0) {
         if (!wait_readable(fd, deadline) || qmp_read(q) < 0) {
-            if ((greeting = take_reply(q, "")))
+            if ((greeted = qmp_greeted(q)) != 0)
                 break;
             snprintf(err, errsz, "QMP: no greeting from QEMU within %d ms", timeout_ms);
             qmp_close(q);
             return NULL;
         }
     }
-    bool ok = json_object_get(greeting, "QMP") != NULL;
-    json_decref(greeting);
-    if (!ok) {
+    if (greeted < 0) {
         snprintf(err, errsz, "QMP: the peer did not greet as QEMU does");
         qmp_close(q);
         return NULL;

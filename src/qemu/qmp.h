@@ -19,6 +19,24 @@ struct qmp *qmp_connect(const char *path, int timeout_ms, char *err, size_t errs
  * does what qmp_connect() does after connecting. Takes ownership of fd. */
 struct qmp *qmp_attach(int fd, int timeout_ms, char *err, size_t errsz);
 
+/* Wraps a connected socket without any I/O, for an event loop that drives the
+ * handshake itself: wait for qmp_greeted(), then qmp_send("qmp_capabilities").
+ * Takes ownership of fd. Returns NULL only when out of memory (fd is closed). */
+struct qmp *qmp_new(int fd);
+
+/* Returns 1 when the greeting has arrived (and consumes it), 0 when not yet, -1
+ * when the peer greeted but is not QEMU. */
+int qmp_greeted(struct qmp *q);
+
+/* Sends command without waiting. With id (of size idsz) the reply is kept for
+ * qmp_take_reply(id); with id NULL it is discarded when it arrives. Returns 0, or
+ * -1 when the connection is broken. */
+int qmp_send(struct qmp *q, const char *command, json_t *args, char *id, size_t idsz);
+
+/* Removes and returns the reply to id (a new reference), or NULL when it has not
+ * arrived yet. */
+json_t *qmp_take_reply(struct qmp *q, const char *id);
+
 /* Runs command with args (borrowed; NULL for none) and waits at most timeout_ms
  * for its reply. Returns 0 and, when ret is not NULL, the "return" value in *ret (a
  * new reference; the caller decrefs it), or -1 with err holding QEMU's error

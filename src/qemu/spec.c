@@ -48,8 +48,15 @@ static int parse_count(const char *value, uint64_t min, uint64_t max, uint64_t *
     return 0;
 }
 
+bool spec_usb_emulated(const char *name)
+{
+    return !strcmp(name, "usb-kbd") || !strcmp(name, "usb-mouse") || !strcmp(name, "usb-tablet");
+}
+
 static bool usb_id_ok(const char *s)
 {
+    if (spec_usb_emulated(s))
+        return true;
     /* VID:PID, four hex digits each */
     if (strlen(s) == 9 && s[4] == ':') {
         for (int i = 0; i < 9; i++)
@@ -172,8 +179,8 @@ int spec_request_set(struct spec_request *r, const char *field, const char *valu
     }
     if (strcmp(field, "usb") == 0) {
         if (!usb_id_ok(value)) {
-            snprintf(err, errsz, "usb: '%s' must be VID:PID (such as 046d:c52b) or BUS-PORT "
-                     "(such as 1-2.3)", value);
+            snprintf(err, errsz, "usb: '%s' must be VID:PID (such as 046d:c52b), BUS-PORT "
+                     "(such as 1-2.3) or one of " SPEC_USB_EMULATED, value);
             return -1;
         }
         if (r->n_usb == SPEC_MAX_USB) {
@@ -381,6 +388,17 @@ int spec_resolve(const struct spec_request *req, const struct catalog_machine *m
         return -1;
     }
     out->gpu = req->gpu;
+    out->gpu_grant.kind = GPU_KIND_NONE;
+    out->virgl_sdl = req->gpu == SPEC_GPU_VIRGL && host->virgl_sdl;
+    snprintf(out->x_display, sizeof(out->x_display), "%s", host->x_display);
+    out->hugepages_kb = m->hugepages_kb;
+    snprintf(out->hugetlbfs, sizeof(out->hugetlbfs), "%s", host->hugetlbfs);
+    out->pin_cpus = m->pin_cpus;
+    if (out->pin_cpus && out->cpus > host->cores) {
+        snprintf(err, errsz, "cpus: pinning %u vCPUs needs as many host CPUs (this host has "
+                 "%u)", out->cpus, host->cores);
+        return -1;
+    }
     out->net = req->net;
     snprintf(out->bridge, sizeof(out->bridge), "%s", req->bridge);
     out->tap_fd = req->net == SPEC_NET_BRIDGE ? 3 : -1;
@@ -447,5 +465,8 @@ int spec_host_probe(const struct config *cfg, struct spec_host *host)
     find_file(host->ovmf_vars, sizeof(host->ovmf_vars), cfg->ovmf_vars);
     find_file(host->aavmf_code, sizeof(host->aavmf_code), cfg->aavmf_code);
     find_file(host->aavmf_vars, sizeof(host->aavmf_vars), cfg->aavmf_vars);
+    host->virgl_sdl = strcmp(cfg->virgl_display, "sdl") == 0;
+    snprintf(host->x_display, sizeof(host->x_display), "%s", cfg->virgl_x_display);
+    snprintf(host->hugetlbfs, sizeof(host->hugetlbfs), "%s", cfg->hugetlbfs);
     return 0;
 }

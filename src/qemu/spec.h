@@ -7,6 +7,8 @@
 #ifndef QDESK_QEMU_SPEC_H
 #define QDESK_QEMU_SPEC_H
 
+#include "host/gpu.h"
+
 #include <limits.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -42,7 +44,7 @@ struct spec_request {
     unsigned disk_gb;              /* blank data disk beside an ISO */
     enum spec_gpu gpu;
     char gpu_type[64];             /* mdev type, e.g. i915-GVTg_V5_4 */
-    char usb[SPEC_MAX_USB][32];    /* VID:PID or BUS-PORT */
+    char usb[SPEC_MAX_USB][32];    /* VID:PID, BUS-PORT or an emulated device */
     size_t n_usb;
     enum spec_net net;
     char bridge[16];
@@ -88,6 +90,9 @@ struct spec_host {
     char ovmf_vars[PATH_MAX];
     char aavmf_code[PATH_MAX];
     char aavmf_vars[PATH_MAX];
+    bool virgl_sdl;           /* virgl renders in an X display (SDL), not egl-headless */
+    char x_display[32];       /* that X display */
+    char hugetlbfs[PATH_MAX]; /* where hugetlbfs is mounted */
 };
 
 /* One block device layer as the builder emits it. */
@@ -95,6 +100,19 @@ struct vm_layer {
     char path[PATH_MAX];
     char format[16];
 };
+
+/* A USB device on the guest's xHCI controller: a host device (usb-host), or one
+ * QEMU emulates (usb-kbd, usb-mouse, usb-tablet). */
+struct vm_usb {
+    unsigned bus;
+    char devpath[24];  /* the port path on the bus: "1.2" */
+    char emulated[16]; /* "" for a host device, else QEMU's device name */
+    unsigned index;    /* distinguishes emulated devices of one session */
+};
+#define SPEC_USB_EMULATED "usb-kbd, usb-mouse, usb-tablet"
+
+/* Returns true for the names of USB devices QEMU emulates. */
+bool spec_usb_emulated(const char *name);
 
 /* A resolved VM: everything the command-line builder needs, nothing it must
  * decide or check. */
@@ -121,7 +139,15 @@ struct vm_spec {
     char append[1024];
 
     char video[16];
-    enum spec_gpu gpu;
+    enum spec_gpu gpu;            /* what was asked for; the grant says what is given */
+    struct gpu_grant gpu_grant;   /* filled by the allocator (session/alloc.c) */
+    bool virgl_sdl;
+    char x_display[32];
+    struct vm_usb usb[SPEC_MAX_USB];
+    size_t n_usb;
+    unsigned long hugepages_kb;   /* guest RAM from hugepages of this size; 0: none */
+    char hugetlbfs[PATH_MAX];
+    bool pin_cpus;                /* vCPUs get host CPUs of their own */
     enum spec_net net;
     char bridge[16];
     char mac[18];                 /* derived from the name: stable, unique per VM */

@@ -100,9 +100,12 @@ fail:
 }
 
 int vm_spawn(struct vm *vm, const struct vm_spec *s, const struct argv *a,
-             const struct vm_user *user, const int *fds, size_t n_fds, char *const *env,
-             char *err, size_t errsz)
+             const struct vm_user *user, const int *fds, size_t n_fds, char *err,
+             size_t errsz)
 {
+    char display[48];
+    snprintf(display, sizeof(display), "DISPLAY=%s", s->x_display);
+    char *const x_env[] = {"PATH=/usr/sbin:/usr/bin:/sbin:/bin", display, NULL};
     char path[PATH_MAX + 32];
     memset(vm, 0, sizeof(*vm));
     snprintf(vm->rundir, sizeof(vm->rundir), "%s", s->rundir);
@@ -126,7 +129,7 @@ int vm_spawn(struct vm *vm, const struct vm_spec *s, const struct argv *a,
     }
     struct proc_spawn sp = {
         .argv = a->v,
-        .env = env,
+        .env = s->virgl_sdl ? x_env : NULL,
         .pass_fds = fds,
         .n_pass_fds = n_fds,
         .stdout_fd = logfd,
@@ -136,6 +139,10 @@ int vm_spawn(struct vm *vm, const struct vm_spec *s, const struct argv *a,
         .drop_privileges = user && user->set,
         .uid = user ? user->uid : 0,
         .gid = user ? user->gid : 0,
+        /* vfio pins all guest memory (plus QEMU's own) */
+        .limit_memlock = s->gpu_grant.n_fn || s->gpu_grant.mdev_sysfsdev[0]
+                             ? (s->memory_mb + 1024) << 20
+                             : 0,
     };
     pid_t pid = proc_spawn(&sp, err, errsz);
     close(logfd);
@@ -238,7 +245,6 @@ static void kill_vm(struct vm *vm)
 
 void vm_stop_escalate(struct vm *vm, int grace_ms)
 {
-    char err[256];
     if (!vm_alive(vm))
         return;
     uint64_t now = proc_now_ms();
@@ -246,16 +252,14 @@ void vm_stop_escalate(struct vm *vm, int grace_ms)
     case VM_STOP_NONE:
         vm->stop_phase = VM_STOP_POWERDOWN;
         vm->stop_deadline = now + (uint64_t)grace_ms;
-        if (vm->qmp && qmp_execute(vm->qmp, "system_powerdown", NULL, 2000, NULL, err,
-                                   sizeof(err)) == 0)
+        if (vm->qmp && qmp_send(vm->qmp, "system_powerdown", NULL, NULL, 0) == 0)
             return;
-        log_debug("%s: %s", vm->rundir, vm->qmp ? err : "no QMP connection");
         /* without QMP the power button cannot be pressed */
         __attribute__((fallthrough));
     case VM_STOP_POWERDOWN:
         vm->stop_phase = VM_STOP_QUIT;
         vm->stop_deadline = now + 5000;
-        if (vm->qmp && qmp_execute(vm->qmp, "quit", NULL, 2000, NULL, err, sizeof(err)) == 0)
+        if (vm->qmp && qmp_send(vm->qmp, "quit", NULL, NULL, 0) == 0)
             return;
         __attribute__((fallthrough));
     case VM_STOP_QUIT:

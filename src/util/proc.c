@@ -101,6 +101,11 @@ pid_t proc_spawn(const struct proc_spawn *s, char *err, size_t errsz)
             if (setrlimit(RLIMIT_CPU, &rl) < 0)
                 child_fail(report, "setrlimit(RLIMIT_CPU)");
         }
+        if (s->limit_memlock) {
+            struct rlimit rl = {s->limit_memlock, s->limit_memlock};
+            if (setrlimit(RLIMIT_MEMLOCK, &rl) < 0)
+                child_fail(report, "setrlimit(RLIMIT_MEMLOCK)");
+        }
         if (s->drop_privileges) {
             if (setgroups(1, &s->gid) < 0)
                 child_fail(report, "setgroups");

@@ -22,6 +22,7 @@ struct proc_spawn {
     gid_t gid;
     uint64_t limit_as;     /* RLIMIT_AS in bytes; 0: unchanged */
     uint64_t limit_cpu;    /* RLIMIT_CPU in seconds; 0: unchanged */
+    uint64_t limit_memlock; /* RLIMIT_MEMLOCK in bytes; 0: unchanged */
 };
 
 /* Starts a child as described. Returns its pid, or -1 with the reason (including

@@ -43,7 +43,7 @@ static void typed_values(void **state)
     struct config c;
     char err[256];
     config_defaults(&c);
-    char *path = write_conf("[server]\nlisten = 0.0.0.0:9000\nauth = local\n"
+    char *path = write_conf("[server]\nlisten = 0.0.0.0:9000\n[auth]\nauth = local\n"
                             "[sessions]\nmax_lifetime_s = 2d\nmax_memory_mb = 8G\n"
                             "[limits]\nuser_cpu_fraction = 0.5\nmax_sessions = 10\n"
                             "[qemu]\nstop_grace_s = 90s\n");
@@ -64,9 +64,9 @@ static void bad_values_name_the_line(void **state)
     struct config c;
     char err[512];
     config_defaults(&c);
-    char *path = write_conf("[server]\nauth = kerberos\n");
+    char *path = write_conf("[auth]\nauth = kerberos\n");
     assert_int_equal(config_load(&c, path, true, err, sizeof(err)), -1);
-    assert_non_null(strstr(err, ":2: [server] auth = 'kerberos' must be one of none|local|pam"));
+    assert_non_null(strstr(err, ":2: [auth] auth = 'kerberos' must be one of none|local|pam"));
     unlink(path);
     path = write_conf("[server]\n\nlisen = 1.2.3.4:80\n");
     assert_int_equal(config_load(&c, path, true, err, sizeof(err)), -1);
@@ -78,12 +78,26 @@ static void bad_values_name_the_line(void **state)
     unlink(path);
 }
 
+static void example_shows_the_defaults(void **state)
+{
+    (void)state;
+    struct config defaults, example;
+    char err[512];
+    config_defaults(&defaults);
+    config_defaults(&example);
+    /* the example documents the defaults: loading it changes nothing */
+    assert_int_equal(config_load(&example, SOURCE_ROOT "/qdesk.conf.example", true, err,
+                                 sizeof(err)), 0);
+    assert_memory_equal(&defaults, &example, sizeof(defaults));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(zero_config),
         cmocka_unit_test(typed_values),
         cmocka_unit_test(bad_values_name_the_line),
+        cmocka_unit_test(example_shows_the_defaults),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

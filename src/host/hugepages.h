@@ -1,0 +1,45 @@
+/* hugepages: reserving a session's guest memory as huge pages (2 MiB or 1 GiB) in the
+ * kernel's pools (/sys/kernel/mm/hugepages/hugepages-SIZEkB) and giving it back.
+ *
+ * A reservation raises nr_hugepages by the session's count and checks that the pages
+ * are really there (the kernel gives fewer when memory is fragmented); a release
+ * lowers it by the same count. Both need only the size and the count, which the
+ * session store records. QEMU then backs the guest with memory-backend-file on
+ * hugetlbfs with prealloc=on. */
+#ifndef QDESK_HOST_HUGEPAGES_H
+#define QDESK_HOST_HUGEPAGES_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define HUGEPAGES_2M 2048UL
+#define HUGEPAGES_1G 1048576UL
+
+struct hugepages_pool {
+    unsigned long size_kb; /* 2048, 1048576 */
+    unsigned long nr;      /* nr_hugepages: reserved */
+    unsigned long free;    /* free_hugepages: reserved and not in use */
+    unsigned long resv;    /* resv_hugepages: promised to a mapping, not faulted */
+    unsigned long surplus;
+};
+
+/* Reads the pools in size order into out (at most max). Returns how many there are,
+ * or -1 with err. No pools (no hugetlbfs support) gives 0. */
+int hugepages_pools(const char *sysroot, struct hugepages_pool *out, size_t max,
+                    char *err, size_t errsz);
+
+/* The number of size_kb pages that hold memory_mb (rounded up). */
+unsigned long hugepages_count(uint64_t memory_mb, unsigned long size_kb);
+
+/* Adds count pages of size_kb to the pool and checks they exist and are free. On a
+ * shortfall the pool goes back to what it was. Returns 0, or -1 with err (the sizes
+ * this host has, or how many pages the kernel managed). */
+int hugepages_reserve(const char *sysroot, unsigned long size_kb, unsigned long count,
+                      char *err, size_t errsz);
+
+/* Takes count pages of size_kb out of the pool (never below 0). Call once per
+ * reservation. Returns 0, or -1 with err. */
+int hugepages_release(const char *sysroot, unsigned long size_kb, unsigned long count,
+                      char *err, size_t errsz);
+
+#endif

@@ -1,0 +1,31 @@
+/* vfio: handing PCI devices to vfio-pci and giving them back to their drivers.
+ *
+ * Binding goes through driver_override, as libvirt and driverctl do: unbind from the
+ * current driver, write "vfio-pci" to driver_override, ask the kernel to probe the
+ * device again (drivers_probe), then reset it where the kernel can. Giving back
+ * reverses it from what was recorded: unbind from vfio-pci, clear driver_override and
+ * probe again so the original driver takes the device. Every write goes through
+ * hostw. */
+#ifndef QDESK_HOST_VFIO_H
+#define QDESK_HOST_VFIO_H
+
+#include <stddef.h>
+
+/* Binds the device at addr (canonical) to vfio-pci and writes the driver it had
+ * ("" for none, "vfio-pci" when it already was) into orig. On failure the device is
+ * given back. Returns 0, or -1 with err. */
+int vfio_bind(const char *sysroot, const char *addr, char *orig, size_t origsz, char *err,
+              size_t errsz);
+
+/* Gives the device at addr back: unbinds it from vfio-pci, clears driver_override and,
+ * when orig names a driver, has the kernel probe it again. Does nothing when orig is
+ * "vfio-pci" (it was bound before qdesk came), and succeeds for a device that no
+ * longer exists, so it may be repeated. Returns 0, or -1 with err. */
+int vfio_unbind(const char *sysroot, const char *addr, const char *orig, char *err,
+                size_t errsz);
+
+/* Returns 0 when vfio-pci is loaded (sysroot has /sys/bus/pci/drivers/vfio-pci), or
+ * -1 with err saying how to load it. */
+int vfio_available(const char *sysroot, char *err, size_t errsz);
+
+#endif

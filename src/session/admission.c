@@ -1,0 +1,104 @@
+#include "session/admission.h"
+
+#include "util/fs.h"
+
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+const char *admission_reason_name(enum admission_reason r)
+{
+    static const char *const names[ADMIT_REASONS] = {
+        "ok",
+        "max_sessions",
+        "max_sessions_per_user",
+        "user_cpu_fraction",
+        "user_memory_fraction",
+        "max_load_per_core",
+        "min_mem_available_mb",
+    };
+    return r < ADMIT_REASONS ? names[r] : "?";
+}
+
+/* Reads the 1-minute load average; -1 when unknown. */
+static double load_1min(const char *sysroot)
+{
+    char path[PATH_MAX], line[128];
+    double load;
+    if (fs_join(path, sizeof(path), sysroot, "/proc/loadavg") < 0 ||
+        fs_read_line(path, line, sizeof(line)) < 0 || sscanf(line, "%lf", &load) != 1)
+        return -1;
+    return load;
+}
+
+/* Reads MemAvailable in MiB; -1 when unknown. */
+static long long mem_available_mb(const char *sysroot)
+{
+    char path[PATH_MAX];
+    if (fs_join(path, sizeof(path), sysroot, "/proc/meminfo") < 0)
+        return -1;
+    char *info = fs_read_file(path, 1 << 16, NULL);
+    if (!info)
+        return -1;
+    long long kb = -1;
+    const char *p = strstr(info, "MemAvailable:");
+    if (p)
+        sscanf(p, "MemAvailable: %lld kB", &kb);
+    free(info);
+    return kb < 0 ? -1 : kb / 1024;
+}
+
+enum admission_reason admission_check(const struct config *cfg, const struct spec_host *host,
+                                      const struct admission_usage *u, unsigned cpus,
+                                      uint64_t memory_mb, char *msg, size_t msgsz)
+{
+    if (u->sessions >= cfg->max_sessions) {
+        snprintf(msg, msgsz,
+                 "the host is full: %u sessions run and the limit (max_sessions) is %llu",
+                 u->sessions, (unsigned long long)cfg->max_sessions);
+        return ADMIT_MAX_SESSIONS;
+    }
+    if (u->user_sessions >= cfg->max_sessions_per_user) {
+        snprintf(msg, msgsz,
+                 "you already have %u sessions; the limit (max_sessions_per_user) is %llu",
+                 u->user_sessions, (unsigned long long)cfg->max_sessions_per_user);
+        return ADMIT_MAX_SESSIONS_PER_USER;
+    }
+    double cpu_limit = cfg->user_cpu_fraction * host->cores;
+    if (u->user_cpus + cpus > cpu_limit + 1e-9) {
+        snprintf(msg, msgsz,
+                 "your sessions would hold %u of this host's %u cores; the limit "
+                 "(user_cpu_fraction %.2f) allows %.0f",
+                 u->user_cpus + cpus, host->cores, cfg->user_cpu_fraction, cpu_limit);
+        return ADMIT_USER_CPUS;
+    }
+    double mem_limit = cfg->user_memory_fraction * (double)host->memory_mb;
+    if ((double)(u->user_memory_mb + memory_mb) > mem_limit) {
+        snprintf(msg, msgsz,
+                 "your sessions would hold %llu MiB of this host's %llu MiB; the limit "
+                 "(user_memory_fraction %.2f) allows %.0f MiB",
+                 (unsigned long long)(u->user_memory_mb + memory_mb),
+                 (unsigned long long)host->memory_mb, cfg->user_memory_fraction, mem_limit);
+        return ADMIT_USER_MEMORY;
+    }
+    double load = load_1min(cfg->sysroot);
+    if (load >= 0 && load / host->cores > cfg->max_load_per_core) {
+        snprintf(msg, msgsz,
+                 "the host is busy: its load is %.2f per core, above the limit "
+                 "(max_load_per_core) %.2f; try again in a few minutes",
+                 load / host->cores, cfg->max_load_per_core);
+        return ADMIT_LOAD;
+    }
+    long long avail = mem_available_mb(cfg->sysroot);
+    if (avail >= 0 &&
+        (long long)memory_mb + (long long)cfg->min_mem_available_mb > avail) {
+        snprintf(msg, msgsz,
+                 "the host has too little free memory: %llu MiB asked, %lld MiB available "
+                 "and %llu MiB kept free (min_mem_available_mb)",
+                 (unsigned long long)memory_mb, avail,
+                 (unsigned long long)cfg->min_mem_available_mb);
+        return ADMIT_MEM_AVAILABLE;
+    }
+    return ADMIT_OK;
+}

@@ -1,0 +1,62 @@
+/* alloc: the host devices a session holds — a GPU (whole card, SR-IOV VF, mediated
+ * device, shared render node), USB devices, hugepages, pinned CPUs.
+ *
+ * Every exclusive unit is claimed in the store before it is touched: the store's
+ * primary key makes a claim succeed for one session only, however many requests
+ * race for it. The claim's record holds what release needs (the GPU grant with the
+ * drivers to restore, the USB device, the hugepage count), so release works from
+ * the store alone — after a restart of the service too. */
+#ifndef QDESK_SESSION_ALLOC_H
+#define QDESK_SESSION_ALLOC_H
+
+#include "config.h"
+#include "qemu/spec.h"
+#include "qemu/vm.h"
+#include "session/session.h"
+
+#include <jansson.h>
+
+struct store;
+
+/* Fills spec's GPU grant, USB devices and CPU topology for req, reading the host
+ * (under cfg->sysroot) without claiming or changing anything — what `qdesk args`
+ * prints. Returns 0, or -1 with err naming the field. */
+int alloc_plan(const struct config *cfg, const struct spec_request *req,
+               struct vm_spec *spec, char *err, size_t errsz);
+
+/* Claims and prepares everything req asks for, for the session called id, and
+ * fills spec accordingly. A unit held by another session makes it 409 (naming the
+ * unit), a request this host cannot meet 400. On failure everything taken is
+ * given back. Returns 0, or -1 with e. */
+int alloc_acquire(struct store *st, const struct config *cfg, const char *id,
+                  const struct spec_request *req, struct vm_spec *spec,
+                  const struct vm_user *user, struct session_error *e);
+
+/* Gives back everything session id holds, as the store recorded it. */
+void alloc_release(struct store *st, const struct config *cfg, const char *id);
+
+/* After a restart: releases what sessions that are no longer live still hold.
+ * live(id) says whether a session id is live. */
+void alloc_reconcile(struct store *st, const struct config *cfg,
+                     bool (*live)(const char *id, void *arg), void *arg);
+
+/* Pins a running session's vCPU threads (thread ids from QMP query-cpus-fast) and
+ * QEMU's other threads as its claimed CPUs say. Returns 0, or -1 with err. */
+int alloc_pin(struct store *st, const char *id, int pid, const int *vcpu_tids,
+              size_t n_vcpus, char *err, size_t errsz);
+
+/* What the host has and what is free, for GET /api/v1/host: {gpus: [...],
+ * vfs: [...], mdev_types: [...], render_nodes: [...], usb: [...], hugepages: [...]},
+ * each unit with "in_use" (and "session" for admins). New reference. */
+json_t *alloc_inventory_json(struct store *st, const struct config *cfg, bool admin);
+
+/* Claims and prepares one more USB device for a running session (hot-plug), filling
+ * dev. Returns 0, or -1 with e. */
+int alloc_usb_attach(struct store *st, const struct config *cfg, const char *id,
+                     const char *request, const struct vm_user *user, struct vm_usb *dev,
+                     struct session_error *e);
+/* Gives back one USB device of a session. Returns 0, or -1 when it holds none such. */
+int alloc_usb_detach(struct store *st, const struct config *cfg, const char *id,
+                     const char *request, struct vm_usb *dev, struct session_error *e);
+
+#endif

@@ -1,0 +1,236 @@
+#include "web/viewer.h"
+
+#include "session/session.h"
+#include "util/log.h"
+#include "web/wsproxy.h"
+
+#include <qrencode.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+/* One WebSocket viewer: libmicrohttpd's handle for its upgraded socket. */
+struct viewer_conn {
+    int fd;
+    struct MHD_UpgradeResponseHandle *urh;
+    struct web *web;
+    struct session *session;
+    bool view_only;
+    struct viewer_conn *next;
+};
+
+static struct viewer_conn *conns;
+
+static void on_session_change(struct session *s, void *arg)
+{
+    struct web *web = arg;
+    if (s->state != SESSION_RUNNING && s->viewers > 0)
+        wsproxy_close_ctx(web->proxy, s, "the session has ended");
+}
+
+void viewer_init(struct web *web)
+{
+    sessions_set_observer(web->sessions, on_session_change, web);
+}
+
+void viewer_proxy_counters(struct web *web, struct viewer_counters *out)
+{
+    struct wsproxy_stats st;
+    wsproxy_stats(web->proxy, &st);
+    out->bytes_to_browser = st.bytes_to_browser;
+    out->bytes_to_vm = st.bytes_to_vnc;
+}
+
+/* A token is 43 base64url characters; anything else is not worth a lookup. */
+static bool token_shape(const char *t)
+{
+    return strlen(t) == SESSION_TOKEN_LEN - 1 &&
+           strspn(t, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_") ==
+               SESSION_TOKEN_LEN - 1;
+}
+
+static struct session *by_token(struct http_request *r, bool *view_only)
+{
+    if (!token_shape(r->args[0]))
+        return NULL;
+    return sessions_by_token(r->web->sessions, r->args[0], view_only);
+}
+
+static enum MHD_Result gone(struct http_request *r)
+{
+    return http_reply_error(r, MHD_HTTP_NOT_FOUND, "not_found",
+                            "this link has expired or never existed");
+}
+
+enum MHD_Result viewer_page(struct http_request *r)
+{
+    if (!token_shape(r->args[0]))
+        return gone(r);
+    char path[PATH_MAX + 32];
+    snprintf(path, sizeof(path), "%s/viewer.html", r->web->cfg->www);
+    return http_reply_file(r, path, "text/html; charset=utf-8");
+}
+
+enum MHD_Result viewer_info(struct http_request *r)
+{
+    bool view_only;
+    struct session *s = by_token(r, &view_only);
+    if (!s)
+        return gone(r);
+    return http_reply_json(
+        r, MHD_HTTP_OK,
+        json_pack("{s:s, s:s, s:I, s:b, s:b, s:b}", "state", session_state_name(s->state),
+                  "machine", s->machine, "expires_at", (json_int_t)s->expires_at, "view_only",
+                  view_only, "oneshot", s->oneshot, "used",
+                  s->oneshot && s->viewers_total > 0));
+}
+
+/* Draws the QR code as one SVG path of unit squares, with the quiet zone the
+ * standard asks for. */
+static char *qr_svg(const char *text)
+{
+    QRcode *qr = QRcode_encodeString(text, 0, QR_ECLEVEL_M, QR_MODE_8, 1);
+    if (!qr)
+        return NULL;
+    int w = qr->width, border = 4, size = w + 2 * border;
+    size_t cap = (size_t)w * (size_t)w * 16 + 512, len = 0;
+    char *svg = malloc(cap);
+    if (svg) {
+        len += (size_t)snprintf(svg, cap,
+                                "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 %d %d\" "
+                                "shape-rendering=\"crispEdges\"><rect width=\"%d\" height=\"%d\" "
+                                "fill=\"#fff\"/><path fill=\"#000\" d=\"",
+                                size, size, size, size);
+        for (int y = 0; y < w; y++)
+            for (int x = 0; x < w; x++)
+                if (qr->data[y * w + x] & 1)
+                    len += (size_t)snprintf(svg + len, cap - len, "M%d %dh1v1h-1z", x + border,
+                                            y + border);
+        snprintf(svg + len, cap - len, "\"/></svg>\n");
+    }
+    QRcode_free(qr);
+    return svg;
+}
+
+enum MHD_Result viewer_qr(struct http_request *r)
+{
+    bool view_only;
+    if (!by_token(r, &view_only))
+        return gone(r);
+    char base[512], url[700];
+    http_base_url(r, base, sizeof(base));
+    snprintf(url, sizeof(url), "%s/s/%s", base, r->args[0]);
+    char *svg = qr_svg(url);
+    if (!svg)
+        return MHD_NO;
+    enum MHD_Result rc = http_reply_data(r, MHD_HTTP_OK, "image/svg+xml", svg, strlen(svg));
+    free(svg);
+    return rc;
+}
+
+static void on_viewer_closed(void *ctx, int fd, const char *reason)
+{
+    struct session *s = ctx;
+    for (struct viewer_conn **p = &conns; *p; p = &(*p)->next) {
+        struct viewer_conn *c = *p;
+        if (c->fd != fd || c->session != s)
+            continue;
+        *p = c->next;
+        log_info("session %s: %s viewer left (%s)", s->id,
+                 c->view_only ? "view-only" : "control", reason);
+        MHD_upgrade_action(c->urh, MHD_UPGRADE_ACTION_CLOSE);
+        if (!c->web->stopping)
+            sessions_viewer_closed(c->web->sessions, s);
+        free(c);
+        return;
+    }
+}
+
+static void on_upgraded(void *cls, struct MHD_Connection *con, void *req_cls,
+                        const char *extra_in, size_t extra_len, MHD_socket sock,
+                        struct MHD_UpgradeResponseHandle *urh)
+{
+    (void)con;
+    (void)req_cls;
+    struct viewer_conn *c = cls;
+    struct session *s = c->session;
+    char vnc[PATH_MAX + 32], err[256];
+    c->fd = sock;
+    c->urh = urh;
+    c->next = conns;
+    conns = c;
+    sessions_vnc_path(s, vnc, sizeof(vnc));
+    if (wsproxy_attach(c->web->proxy, sock, extra_in, extra_len, vnc, c->view_only,
+                       on_viewer_closed, s, err, sizeof(err)) < 0) {
+        log_warn("session %s: viewer not attached: %s", s->id, err);
+        on_viewer_closed(s, sock, err);
+        return;
+    }
+    log_info("session %s: %s viewer connected from %s", s->id,
+             c->view_only ? "view-only" : "control", c->view_only ? "a view link" : "the control link");
+}
+
+/* True when the comma-separated header value lists word (case-insensitive). */
+static bool header_lists(const char *value, const char *word)
+{
+    size_t n = strlen(word);
+    for (const char *p = value; p && *p;) {
+        p += strspn(p, " \t,");
+        size_t len = strcspn(p, ",");
+        while (len > 0 && (p[len - 1] == ' ' || p[len - 1] == '\t'))
+            len--;
+        if (len == n && strncasecmp(p, word, n) == 0)
+            return true;
+        p = strchr(p, ',');
+    }
+    return false;
+}
+
+enum MHD_Result viewer_websocket(struct http_request *r)
+{
+    bool view_only;
+    struct session *s = by_token(r, &view_only);
+    if (!s)
+        return gone(r);
+    const char *upgrade = http_header(r, "Upgrade"), *connection = http_header(r, "Connection");
+    if (!upgrade || strcasecmp(upgrade, "websocket") != 0 || !connection ||
+        !header_lists(connection, "upgrade"))
+        return http_reply_error(r, MHD_HTTP_BAD_REQUEST, "not_websocket",
+                                "this address speaks WebSocket only");
+    struct wsproxy_accept acc;
+    char err[256];
+    if (wsproxy_handshake(http_header(r, "Sec-WebSocket-Key"),
+                          http_header(r, "Sec-WebSocket-Version"),
+                          http_header(r, "Sec-WebSocket-Protocol"), &acc, err,
+                          sizeof(err)) < 0) {
+        struct MHD_Response *resp = http_json_response(
+            json_pack("{s:{s:s, s:s}}", "error", "code", "bad_handshake", "message", err));
+        if (resp && acc.status == 426)
+            http_add_header(resp, "Sec-WebSocket-Version", "13");
+        return http_reply(r, (unsigned)acc.status, resp);
+    }
+    if (s->state != SESSION_RUNNING)
+        return http_reply_error(r, MHD_HTTP_SERVICE_UNAVAILABLE, "not_running",
+                                "the desktop is %s; try again in a moment",
+                                session_state_name(s->state));
+    if (!sessions_viewer_open(r->web->sessions, s))
+        return http_reply_error(r, MHD_HTTP_FORBIDDEN, "used",
+                                "this one-shot link has been used");
+    struct viewer_conn *c = calloc(1, sizeof(*c));
+    struct MHD_Response *resp = c ? MHD_create_response_for_upgrade(on_upgraded, c) : NULL;
+    if (!resp) {
+        free(c);
+        sessions_viewer_closed(r->web->sessions, s);
+        return MHD_NO;
+    }
+    c->fd = -1;
+    c->web = r->web;
+    c->session = s;
+    c->view_only = view_only;
+    http_add_header(resp, MHD_HTTP_HEADER_UPGRADE, "websocket");
+    http_add_header(resp, "Sec-WebSocket-Accept", acc.accept);
+    if (acc.protocol)
+        http_add_header(resp, "Sec-WebSocket-Protocol", acc.protocol);
+    return http_reply(r, MHD_HTTP_SWITCHING_PROTOCOLS, resp);
+}

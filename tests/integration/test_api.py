@@ -1,0 +1,310 @@
+#!/usr/bin/python3
+"""The JSON API against a real `qdesk serve` and the demo guest: the life of a
+session, validation errors, admission refusals, accounts, ownership, CSRF, login
+limits, expiry, a VM that dies, and the metrics that report all of it."""
+import json
+import os
+import signal
+import subprocess
+
+from qdesk import Service, leftovers, run_tests, test
+
+services = []
+
+
+def service(conf="", **kw):
+    svc = Service(conf, **kw).start()
+    services.append(svc)
+    return svc
+
+
+def isolated(fn):
+    """A test whose services (and their VMs) are gone when it ends."""
+    def run():
+        try:
+            fn()
+        finally:
+            teardown()
+    run.__name__ = fn.__name__
+    return test(run)
+
+
+@isolated
+def machines_are_listed():
+    svc = service()
+    status, machines = svc.api("GET", "/api/v1/machines")
+    assert status == 200
+    names = {m["name"]: m for m in machines}
+    assert {"demo", "demo-disk", "demo-kernel"} <= set(names), names.keys()
+    assert names["demo-disk"]["format"] == "qcow2"
+    assert names["demo"]["media"] == "cdrom"
+    assert names["demo-kernel"]["description"]
+
+
+@isolated
+def session_life_create_serial_extend_stop():
+    svc = service()
+    s = svc.create(machine="demo-kernel", cpus=1, memory_mb=512, lifetime_s=3600)
+    base = svc.base
+    assert s["state"] in ("starting", "running"), s
+    assert s["url"].startswith(base + "/s/") and s["view_url"].startswith(base + "/s/")
+    assert s["url"] != s["view_url"]
+    assert len(s["url"].rsplit("/", 1)[1]) == 43, "tokens carry 256 random bits"
+    assert s["qr_svg_url"] == s["url"] + "/qr.svg"
+    assert s["expires_at"] - s["created_at"] == 3600
+    svc.wait_serial(s["id"], r"^QDESK-DEMO-READY", 60)
+    assert svc.session(s["id"])["state"] == "running"
+    status, listed = svc.api("GET", "/api/v1/sessions")
+    assert [x["id"] for x in listed] == [s["id"]]
+
+    status, qr = svc.get(s["qr_svg_url"][len(base):])
+    assert status == 200 and qr.startswith(b"<svg") and b"<path" in qr
+
+    status, ext = svc.api("POST", f"/api/v1/sessions/{s['id']}/extend", {"seconds": 1800})
+    assert status == 200 and ext["expires_at"] == s["expires_at"] + 1800, ext
+    status, err = svc.api("POST", f"/api/v1/sessions/{s['id']}/extend", {"seconds": 86400 * 30})
+    assert status == 400 and "max_lifetime_s" in err["error"]["message"], err
+
+    status, stopping = svc.api("DELETE", f"/api/v1/sessions/{s['id']}")
+    assert status == 202 and stopping["state"] == "stopping", stopping
+    svc.wait_state(s["id"], "stopped", 30)
+    assert "QDESK-POWEROFF" not in svc.serial(s["id"])  # the log went with the session
+    status, gone = svc.api("GET", f"/api/v1/sessions/{s['id']}/serial")
+    assert status == 410, gone
+    assert leftovers(svc.state) == []
+
+
+@isolated
+def validation_errors_name_the_field_and_create_nothing():
+    svc = service()
+    cases = [
+        ("not json", 400, "invalid_json", "JSON object"),
+        ({"machine": "demo-kernel", "cpus": "two"}, 400, "invalid_field",
+         "cpus: must be a whole number"),
+        ({"machine": "demo-kernel", "cpus": 999}, 400, "invalid_field", "cpus: 999 is more"),
+        ({"machine": "demo-kernel", "memory_mb": 16}, 400, "invalid_field", "memory_mb: 16 MiB"),
+        ({"machine": "demo-kernel", "lifetime_s": 86400 * 60}, 400, "invalid_field",
+         "lifetime_s"),
+        ({"machine": "nope"}, 400, "invalid_field", "machine: 'nope' is not in the catalogue"),
+        ({"machine": "../../etc"}, 400, "invalid_field", "machine: '../../etc'"),
+        ({"machine": "demo-kernel", "colour": "red"}, 400, "invalid_field",
+         "'colour' is not a session field"),
+        ({"machine": "demo-kernel", "usb": ["mouse"]}, 400, "invalid_field", "usb: 'mouse'"),
+        ({"machine": "demo-kernel", "gpu": "cuda"}, 400, "invalid_field", "gpu: 'cuda'"),
+        ({"machine": "demo-kernel", "disk_gb": 4}, 400, "invalid_field", "disk_gb"),
+        ({}, 400, "invalid_field", "machine: required"),
+    ]
+    for body, want_status, want_code, want_msg in cases:
+        status, out = svc.api("POST", "/api/v1/sessions", body)
+        assert status == want_status, f"{body}: {status} {out}"
+        assert out["error"]["code"] == want_code and want_msg in out["error"]["message"], \
+            f"{body}: {out}"
+    status, big = svc.api("POST", "/api/v1/sessions", {"machine": "x" * 200000})
+    assert status == 413, big
+    assert svc.api("GET", "/api/v1/sessions")[1] == []
+    assert leftovers(svc.state) == []
+
+
+@isolated
+def admission_refuses_politely_before_any_work():
+    svc = service("[limits]\nmax_sessions = 1\n")
+    a = svc.create()
+    status, out = svc.api("POST", "/api/v1/sessions", {"machine": "demo-kernel"})
+    assert status == 503 and out["error"]["code"] == "max_sessions", out
+    assert "max_sessions" in out["error"]["message"] and "1" in out["error"]["message"]
+    assert len(leftovers(svc.state)) == 1, "a refusal made a run directory"
+    status, metrics = svc.get("/metrics")
+    assert b'qdesk_session_refusals_total{reason="max_sessions"} 1' in metrics
+    svc.api("DELETE", f"/api/v1/sessions/{a['id']}")
+
+    busy = service("[limits]\nmax_load_per_core = 0\n")
+    status, out = busy.api("POST", "/api/v1/sessions", {"machine": "demo-kernel"})
+    # a machine that is never idle: any load above zero is too much
+    assert status == 503 and out["error"]["code"] == "max_load_per_core", out
+    full = service("[limits]\nmin_mem_available_mb = 100000G\n")
+    status, out = full.api("POST", "/api/v1/sessions", {"machine": "demo-kernel"})
+    assert status == 503 and out["error"]["code"] == "min_mem_available_mb", out
+    assert "MiB available" in out["error"]["message"]
+    mine = service("[limits]\nmax_sessions_per_user = 1\n")
+    mine.create()
+    status, out = mine.api("POST", "/api/v1/sessions", {"machine": "demo-kernel"})
+    assert status == 503 and out["error"]["code"] == "max_sessions_per_user", out
+    for s in (busy, full):
+        assert leftovers(s.state) == []
+
+
+def local_accounts(svc):
+    for name, admin in (("alice", False), ("bob", False), ("carol", True)):
+        args = ["user", "add", name, "--password-stdin"] + (["--admin"] if admin else [])
+        out = svc.qdesk(*args, input=f"{name}-password\n")
+        assert out.returncode == 0, out.stderr
+
+
+@isolated
+def users_see_and_touch_only_their_own_sessions():
+    svc = Service("[auth]\nauth = local\n", name="own")
+    local_accounts(svc)
+    svc.start()
+    services.append(svc)
+    status, out = svc.api("GET", "/api/v1/sessions")
+    assert status == 401, out
+    alice = svc.login("alice", "alice-password")
+    bob = svc.login("bob", "bob-password")
+    carol = svc.login("carol", "carol-password")
+    s = svc.create(login=alice)
+    assert s["owner"] == "alice"
+    assert svc.api("GET", f"/api/v1/sessions/{s['id']}", login=bob)[0] == 404
+    assert svc.api("DELETE", f"/api/v1/sessions/{s['id']}", login=bob)[0] == 404
+    assert svc.api("GET", f"/api/v1/sessions/{s['id']}/serial", login=bob)[0] == 404
+    assert svc.api("GET", "/api/v1/sessions", login=bob)[1] == []
+    assert svc.api("DELETE", "/api/v1/sessions", login=bob)[0] == 403
+    assert svc.api("GET", f"/api/v1/sessions/{s['id']}", login=carol)[0] == 200
+    status, me = svc.api("GET", "/api/v1/me", login=carol)
+    assert me["user"] == "carol" and me["admin"] is True
+    assert svc.api("DELETE", f"/api/v1/sessions/{s['id']}", login=carol)[0] == 202
+    # logging out ends the cookie
+    assert svc.api("POST", "/api/v1/logout", login=alice)[0] == 200
+    assert svc.api("GET", "/api/v1/sessions", login=alice)[0] == 401
+
+
+@isolated
+def state_changes_need_the_csrf_token():
+    svc = Service("[auth]\nauth = local\n", name="csrf")
+    local_accounts(svc)
+    svc.start()
+    services.append(svc)
+    alice = svc.login("alice", "alice-password")
+    status, out = svc.api("POST", "/api/v1/sessions", {"machine": "demo-kernel"}, login=alice,
+                          csrf=False)
+    assert status == 403 and out["error"]["code"] == "csrf", out
+    alice.csrf = "stale"
+    status, out = svc.api("POST", "/api/v1/sessions", {"machine": "demo-kernel"}, login=alice)
+    assert status == 403 and out["error"]["code"] == "csrf", out
+    assert leftovers(svc.state) == []
+    # the cookie is HttpOnly and SameSite=Strict
+    status, headers, _ = svc.request("POST", "/api/v1/login",
+                                     {"user": "bob", "password": "bob-password"},
+                                     {"X-CSRF-Token": "x"})
+    cookie = headers["Set-Cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie, cookie
+
+
+@isolated
+def logins_are_rate_limited():
+    svc = Service("[auth]\nauth = local\nlogin_attempts_per_minute = 5\n", name="rate")
+    local_accounts(svc)
+    svc.start()
+    services.append(svc)
+    codes = []
+    for _ in range(7):
+        status, headers, _ = svc.request("POST", "/api/v1/login",
+                                         {"user": "alice", "password": "wrong"},
+                                         {"X-CSRF-Token": "x"})
+        codes.append(status)
+        if status == 429:
+            assert int(headers["Retry-After"]) > 0
+    assert codes[:5] == [401] * 5 and codes[5:] == [429, 429], codes
+    # even the right password waits out the limit
+    status, _, _ = svc.request("POST", "/api/v1/login",
+                               {"user": "alice", "password": "alice-password"},
+                               {"X-CSRF-Token": "x"})
+    assert status == 429
+
+
+@isolated
+def pam_accounts_log_in():
+    user = "qdesk-test-pam"
+    subprocess.run(["userdel", "-r", user], capture_output=True)
+    subprocess.run(["groupadd", "-f", "qdesk-admin"], check=True)
+    subprocess.run(["useradd", "-M", "-G", "qdesk-admin", user], check=True)
+    try:
+        subprocess.run(["chpasswd"], input=f"{user}:pam-password-1\n", text=True, check=True)
+        svc = service("[auth]\nauth = pam\npam_service = login\n", name="pam")
+        status, _, _ = svc.request("POST", "/api/v1/login",
+                                   {"user": user, "password": "nope"}, {"X-CSRF-Token": "x"})
+        assert status == 401
+        login = svc.login(user, "pam-password-1")
+        status, me = svc.api("GET", "/api/v1/me", login=login)
+        assert me["user"] == user and me["admin"] is True, me
+    finally:
+        subprocess.run(["userdel", user], capture_output=True)
+
+
+@isolated
+def auth_none_is_refused_on_a_public_address():
+    svc = Service(name="open")
+    services.append(svc)
+    with open(svc.conf, "a") as f:
+        f.write("[server]\nlisten = 0.0.0.0:%d\n" % svc.port)
+    out = svc.qdesk("serve", timeout=10)
+    assert out.returncode != 0 and "auth = none on the non-loopback address" in out.stderr, \
+        out.stderr
+
+
+@isolated
+def sessions_expire_and_clean_up():
+    svc = service("[sessions]\nmin_lifetime_s = 5s\n")
+    s = svc.create(lifetime_s=8)
+    svc.wait_serial(s["id"], r"^QDESK-DEMO-READY", 60)
+    svc.wait_state(s["id"], "stopped", 40)
+    assert "its lifetime ended" in svc.log()
+    assert leftovers(svc.state) == []
+
+
+@isolated
+def a_vm_that_dies_is_marked_failed_and_freed():
+    svc = service()
+    s = svc.boot()
+    pid = int(open(os.path.join(svc.state, "run", s["id"], "qemu.pid")).read())
+    os.kill(pid, signal.SIGKILL)
+    failed = svc.wait_state(s["id"], "failed", 15)
+    assert "signal 9" in failed["error"], failed
+    assert leftovers(svc.state) == []
+    status, metrics = svc.get("/metrics")
+    assert b"qdesk_session_failures_total 1" in metrics, metrics
+
+
+@isolated
+def metrics_and_health():
+    svc = service()
+    status, body = svc.get("/healthz")
+    assert status == 200
+    s = svc.create()
+    svc.wait_state(s["id"], "running", 30)
+    status, metrics = svc.get("/metrics")
+    text = metrics.decode()
+    assert 'qdesk_sessions{state="running"} 1' in text, text
+    assert "qdesk_session_creates_total 1" in text
+    assert "process_resident_memory_bytes" in text
+    assert "# TYPE qdesk_proxy_bytes_total counter" in text
+
+
+@isolated
+def cli_talks_to_the_service():
+    svc = service()
+    out = svc.qdesk("start", "demo-kernel", "--memory", "256M", "--json")
+    assert out.returncode == 0, out.stderr
+    s = json.loads(out.stdout)
+    assert s["memory_mb"] == 256 and s["url"]
+    out = svc.qdesk("status")
+    assert s["id"] in out.stdout and "demo-kernel" in out.stdout, out.stdout
+    out = svc.qdesk("start", "demo-kernel", "--cpus", "999")
+    assert out.returncode != 0 and "cpus" in out.stderr
+    out = svc.qdesk("stop", s["id"])
+    assert out.returncode == 0 and "stopping" in out.stdout, out.stdout
+    svc.wait_state(s["id"], "stopped", 30)
+    # the control socket is for root and the service's user only
+    mode = os.stat(os.path.join(svc.state, "control.sock")).st_mode & 0o777
+    assert mode == 0o600, oct(mode)
+
+
+def teardown():
+    while services:
+        try:
+            services.pop().close()
+        except Exception as e:  # keep tearing the others down
+            print(f"# teardown: {e}")
+
+
+if __name__ == "__main__":
+    run_tests(teardown)

@@ -1,0 +1,129 @@
+/* IOMMU groups and whether a guest can have them, on captured machines. */
+#include "host/iommu.h"
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "../sysfs/fixture.h"
+
+static char err[512];
+
+struct machine {
+    struct pcidev_list devs;
+    struct iommu_groups groups;
+};
+
+static void load(const char *tree, struct machine *m)
+{
+    assert_int_equal(pcidev_scan(fx_tree(tree), &m->devs, err, sizeof(err)), 0);
+    assert_int_equal(iommu_scan(fx_tree(tree), &m->groups, err, sizeof(err)), 0);
+}
+
+static void unload(struct machine *m)
+{
+    pcidev_list_free(&m->devs);
+    iommu_groups_free(&m->groups);
+}
+
+static void card_audio_and_root_port_share_a_viable_group(void **state)
+{
+    (void)state;
+    struct machine m;
+    load("nvidia-passthrough", &m);
+    assert_int_equal(m.groups.n, 7);
+    const struct iommu_group *g = iommu_group_find(&m.groups, 2);
+    assert_non_null(g);
+    assert_string_equal(g->type, "DMA-FQ");
+    assert_int_equal(g->n, 4);
+    assert_string_equal(g->addrs[0], "0000:00:01.0");
+    assert_string_equal(g->addrs[1], "0000:00:01.1");
+    assert_string_equal(g->addrs[2], "0000:01:00.0");
+    assert_string_equal(g->addrs[3], "0000:01:00.1");
+    struct iommu_verdict v;
+    iommu_group_verdict(g, &m.devs, &v);
+    assert_true(v.viable);
+    assert_int_equal(v.n_blockers, 0);
+    /* claiming only the GPU leaves its audio bound to the host: not viable */
+    char gpu[1][PCIDEV_ADDR_SIZE] = {"0000:01:00.0"};
+    iommu_check(g, &m.devs, gpu, 1, &v);
+    assert_false(v.viable);
+    assert_string_equal(v.why, "0000:01:00.1 (NVIDIA Corporation GA104 High Definition "
+                               "Audio Controller) is bound to snd_hda_intel");
+    unload(&m);
+}
+
+static void a_nic_blocks_the_group_it_shares(void **state)
+{
+    (void)state;
+    struct machine m;
+    struct iommu_verdict v;
+    load("nvidia-passthrough", &m);
+    iommu_group_verdict(iommu_group_find(&m.groups, 3), &m.devs, &v);
+    assert_false(v.viable);
+    assert_int_equal(v.n_blockers, 1);
+    assert_string_equal(v.blockers[0], "0000:02:00.1");
+    assert_string_equal(v.why, "0000:02:00.1 (Intel Corporation I210 Gigabit Network "
+                               "Connection) is bound to igb");
+    /* a device the host lets go does not block */
+    struct pcidev *nic = (struct pcidev *)pcidev_find(&m.devs, "0000:02:00.1");
+    snprintf(nic->driver, sizeof(nic->driver), "vfio-pci");
+    iommu_group_verdict(iommu_group_find(&m.groups, 3), &m.devs, &v);
+    assert_true(v.viable);
+    nic->driver[0] = 0;
+    iommu_group_verdict(iommu_group_find(&m.groups, 3), &m.devs, &v);
+    assert_true(v.viable);
+    /* every blocker is named */
+    iommu_group_verdict(iommu_group_find(&m.groups, 6), &m.devs, &v);
+    assert_false(v.viable);
+    assert_int_equal(v.n_blockers, 1);
+    assert_string_equal(v.blockers[0], "0000:00:18.3");
+    unload(&m);
+
+    load("intel-sriov", &m);
+    iommu_group_verdict(iommu_group_find(&m.groups, 5), &m.devs, &v);
+    assert_false(v.viable);
+    assert_int_equal(v.n_blockers, 3);
+    assert_string_equal(v.blockers[0], "0000:00:1f.3");
+    assert_string_equal(v.blockers[2], "0000:00:1f.5");
+    iommu_group_verdict(iommu_group_find(&m.groups, 8), &m.devs, &v);
+    assert_true(v.viable); /* a VF alone in its group */
+    assert_null(iommu_group_find(&m.groups, 15));
+    unload(&m);
+}
+
+static void iommu_off_means_no_groups(void **state)
+{
+    (void)state;
+    struct iommu_groups g;
+    assert_int_equal(iommu_scan(fx_tree("usb"), &g, err, sizeof(err)), 0);
+    assert_int_equal(g.n, 0);
+    iommu_groups_free(&g);
+    iommu_groups_free(NULL);
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    fx_ids();
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    ids_cleanup();
+    return 0;
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(card_audio_and_root_port_share_a_viable_group),
+        cmocka_unit_test(a_nic_blocks_the_group_it_shares),
+        cmocka_unit_test(iommu_off_means_no_groups),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
