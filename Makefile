@@ -15,8 +15,15 @@ deps:
 $(BUILD)/build.ninja:
 	meson setup $(BUILD)
 
-build: $(BUILD)/build.ninja
+build: $(BUILD)/build.ninja www/vendor/novnc.js
 	@ninja -C $(BUILD)
+
+# The viewer's noVNC: its pinned npm package bundled into one ES module exporting RFB.
+www/vendor/novnc.js: package-lock.json www/src/novnc-entry.js
+	@test -x node_modules/.bin/esbuild || { echo "make: run 'make deps' (npm ci) first" >&2; exit 1; }
+	node_modules/.bin/esbuild www/src/novnc-entry.js --bundle --format=esm --minify \
+	    --legal-comments=eof --log-level=warning --outfile=$@ \
+	    --banner:js='/* noVNC, MPL-2.0, https://github.com/novnc/noVNC: @novnc/novnc from npm */'
 
 # The unit tests again, under AddressSanitizer and UndefinedBehaviorSanitizer.
 $(SAN)/build.ninja:

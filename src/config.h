@@ -45,13 +45,13 @@ struct config {
     char aavmf_code[PATH_MAX];
     char aavmf_vars[PATH_MAX];
     uint64_t stop_grace_s;   /* powerdown to quit */
+    char hugetlbfs[PATH_MAX]; /* where hugetlbfs is mounted */
 
     /* [gpu] */
     bool allow_host_console;  /* passthrough may take the GPU showing the host console */
     uint64_t vfs;             /* VFs to create on an SR-IOV GPU that has none (0: all) */
     char virgl_display[16];   /* egl-headless (a render node) | sdl (an X display) */
     char virgl_x_display[32]; /* DISPLAY for virgl_display = sdl */
-    char hugetlbfs[PATH_MAX]; /* where hugetlbfs is mounted */
 
     /* [sessions] */
     uint64_t default_cpus;

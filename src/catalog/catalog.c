@@ -538,6 +538,7 @@ json_t *catalog_machine_json(const struct catalog_machine *m)
         json_object_set_new(o, "cpus", json_integer(m->cpus));
     if (m->memory_mb)
         json_object_set_new(o, "memory_mb", json_integer((json_int_t)m->memory_mb));
+    json_object_set_new(o, "video", json_string(m->video));
     if (m->refused[0])
         json_object_set_new(o, "refused", json_string(m->refused));
     return o;

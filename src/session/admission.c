@@ -53,16 +53,22 @@ enum admission_reason admission_check(const struct config *cfg, const struct spe
                                       const struct admission_usage *u, unsigned cpus,
                                       uint64_t memory_mb, char *msg, size_t msgsz)
 {
+    char stopping[64] = "";
     if (u->sessions >= cfg->max_sessions) {
+        if (u->stopping)
+            snprintf(stopping, sizeof(stopping), " (%u of them stopping)", u->stopping);
         snprintf(msg, msgsz,
-                 "the host is full: %u sessions run and the limit (max_sessions) is %llu",
-                 u->sessions, (unsigned long long)cfg->max_sessions);
+                 "the host is full: %u sessions run%s and the limit (max_sessions) is %llu",
+                 u->sessions, stopping, (unsigned long long)cfg->max_sessions);
         return ADMIT_MAX_SESSIONS;
     }
     if (u->user_sessions >= cfg->max_sessions_per_user) {
+        if (u->user_stopping)
+            snprintf(stopping, sizeof(stopping), " (%u of them stopping: try again in a "
+                     "moment)", u->user_stopping);
         snprintf(msg, msgsz,
-                 "you already have %u sessions; the limit (max_sessions_per_user) is %llu",
-                 u->user_sessions, (unsigned long long)cfg->max_sessions_per_user);
+                 "you already have %u sessions%s; the limit (max_sessions_per_user) is %llu",
+                 u->user_sessions, stopping, (unsigned long long)cfg->max_sessions_per_user);
         return ADMIT_MAX_SESSIONS_PER_USER;
     }
     double cpu_limit = cfg->user_cpu_fraction * host->cores;

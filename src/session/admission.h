@@ -27,7 +27,9 @@ const char *admission_reason_name(enum admission_reason r);
 /* What is held now by live sessions, in total and by the requesting user. */
 struct admission_usage {
     unsigned sessions;
+    unsigned stopping;      /* of sessions: still holding resources while they stop */
     unsigned user_sessions;
+    unsigned user_stopping;
     unsigned user_cpus;
     uint64_t user_memory_mb;
 };

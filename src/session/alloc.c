@@ -622,3 +622,31 @@ json_t *alloc_inventory_json(struct store *st, const struct config *cfg, bool ad
     claims_free(&claims);
     return out;
 }
+
+unsigned alloc_gpu_kinds(const struct config *cfg)
+{
+    static const struct {
+        enum inventory_kind inv;
+        enum spec_gpu gpu;
+    } kinds[] = {
+        {INVENTORY_RENDER, SPEC_GPU_VIRGL},
+        {INVENTORY_VF, SPEC_GPU_VF},
+        {INVENTORY_GPU, SPEC_GPU_PASSTHROUGH},
+        {INVENTORY_MDEV, SPEC_GPU_MDEV},
+    };
+    unsigned mask = 1u << SPEC_GPU_NONE;
+    if (!strcmp(cfg->virgl_display, "sdl"))
+        mask |= 1u << SPEC_GPU_VIRGL;
+    for (size_t k = 0; k < sizeof(kinds) / sizeof(kinds[0]); k++) {
+        struct inventory_unit *units = NULL;
+        size_t n = 0;
+        char err[256];
+        if (inventory_list(cfg->sysroot, kinds[k].inv, cfg->allow_host_console, &units, &n,
+                           err, sizeof(err)) == 0)
+            for (size_t i = 0; i < n; i++)
+                if (units[i].usable)
+                    mask |= 1u << kinds[k].gpu;
+        free(units);
+    }
+    return mask;
+}

@@ -50,6 +50,11 @@ int alloc_pin(struct store *st, const char *id, int pid, const int *vcpu_tids,
  * each unit with "in_use" (and "session" for admins). New reference. */
 json_t *alloc_inventory_json(struct store *st, const struct config *cfg, bool admin);
 
+/* The GPU kinds this host can give a guest now, as a mask of (1 << enum spec_gpu):
+ * none always, virgl with a render node (or an X display to render in), vf,
+ * passthrough and mdev when a usable unit exists. */
+unsigned alloc_gpu_kinds(const struct config *cfg);
+
 /* Claims and prepares one more USB device for a running session (hot-plug), filling
  * dev. Returns 0, or -1 with e. */
 int alloc_usb_attach(struct store *st, const struct config *cfg, const char *id,

@@ -520,9 +520,11 @@ static void usage_of(struct sessions *ss, const char *owner, struct admission_us
         if (!session_state_live(s->state))
             continue;
         u->sessions++;
+        u->stopping += s->state == SESSION_STOPPING;
         if (strcmp(s->owner, owner) != 0)
             continue;
         u->user_sessions++;
+        u->user_stopping += s->state == SESSION_STOPPING;
         u->user_cpus += s->cpus;
         u->user_memory_mb += s->memory_mb;
     }
@@ -696,13 +698,14 @@ struct session *sessions_find(struct sessions *ss, const char *id)
     return NULL;
 }
 
-struct session *sessions_by_token(struct sessions *ss, const char *token, bool *view_only)
+struct session *sessions_by_token(struct sessions *ss, const char *token, bool ended,
+                                  bool *view_only)
 {
     size_t n = strlen(token);
     if (n != SESSION_TOKEN_LEN - 1)
         return NULL;
     for (struct session *s = ss->list; s; s = s->next) {
-        if (!session_state_live(s->state))
+        if (!ended && !session_state_live(s->state))
             continue;
         if (sodium_memcmp(s->control_token, token, n) == 0) {
             *view_only = false;

@@ -142,9 +142,10 @@ struct session *sessions_create(struct sessions *ss, const char *owner,
                                 const struct spec_request *req, struct session_error *e);
 
 struct session *sessions_find(struct sessions *ss, const char *id);
-/* Finds the live session a viewer token opens, and whether it is the view-only
- * token. Comparison is constant-time. */
-struct session *sessions_by_token(struct sessions *ss, const char *token, bool *view_only);
+/* Finds the session a viewer token opens (only a live one unless ended is true),
+ * and whether it is the view-only token. Comparison is constant-time. */
+struct session *sessions_by_token(struct sessions *ss, const char *token, bool ended,
+                                  bool *view_only);
 
 /* Starts stopping a live session (graceful: power button, then quit, then kill).
  * Returns 0, or -1 when it is not live. */

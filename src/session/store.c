@@ -83,11 +83,18 @@ int store_schema_version(struct store *st)
     return v;
 }
 
+/* Brings the schema up to date. The version is read inside the write transaction,
+ * so two processes opening a new database at once migrate it once. */
 static int migrate(struct store *st, char *err, size_t errsz)
 {
-    int have = store_schema_version(st);
     int want = (int)(sizeof(migrations) / sizeof(migrations[0]));
+    if (exec(st, "BEGIN IMMEDIATE") < 0) {
+        snprintf(err, errsz, "cannot lock the state database to check its schema");
+        return -1;
+    }
+    int have = store_schema_version(st);
     if (have > want) {
+        exec(st, "ROLLBACK");
         snprintf(err, errsz, "the state database has schema %d, newer than this qdesk (%d)",
                  have, want);
         return -1;
@@ -95,15 +102,14 @@ static int migrate(struct store *st, char *err, size_t errsz)
     for (int v = have; v < want; v++) {
         char pragma[64];
         snprintf(pragma, sizeof(pragma), "PRAGMA user_version = %d", v + 1);
-        if (exec(st, "BEGIN IMMEDIATE") < 0 || exec(st, migrations[v]) < 0 ||
-            exec(st, pragma) < 0 || exec(st, "COMMIT") < 0) {
+        if (exec(st, migrations[v]) < 0 || exec(st, pragma) < 0) {
             exec(st, "ROLLBACK");
             snprintf(err, errsz, "cannot migrate the state database to schema %d", v + 1);
             return -1;
         }
         log_info("store: schema migrated to version %d", v + 1);
     }
-    return 0;
+    return exec(st, "COMMIT");
 }
 
 struct store *store_open(const char *path, char *err, size_t errsz)

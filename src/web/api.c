@@ -83,11 +83,58 @@ enum MHD_Result api_healthz(struct http_request *r)
 enum MHD_Result api_machines(struct http_request *r)
 {
     const struct catalog *c = sessions_catalog(r->web->sessions);
+    unsigned host_kinds = alloc_gpu_kinds(r->web->cfg);
     json_t *list = json_array();
-    for (size_t i = 0; c && i < c->n; i++)
-        if (!c->machines[i].refused[0] || r->who.admin)
-            json_array_append_new(list, catalog_machine_json(&c->machines[i]));
+    for (size_t i = 0; c && i < c->n; i++) {
+        if (c->machines[i].refused[0] && !r->who.admin)
+            continue;
+        /* offer only the GPU kinds this host can also give */
+        struct catalog_machine m = c->machines[i];
+        m.gpus &= host_kinds;
+        json_array_append_new(list, catalog_machine_json(&m));
+    }
     return http_reply_json(r, MHD_HTTP_OK, list);
+}
+
+struct usage_ctx {
+    const char *user;
+    unsigned cpus;
+    uint64_t memory_mb;
+};
+
+static void add_usage(struct session *s, void *arg)
+{
+    struct usage_ctx *u = arg;
+    if (session_state_live(s->state) && !strcmp(s->owner, u->user)) {
+        u->cpus += s->cpus;
+        u->memory_mb += s->memory_mb;
+    }
+}
+
+/* What a request may ask for: the bounds and defaults of each field, and what the
+ * caller's sessions leave of their share of the host. */
+static json_t *bounds_json(struct http_request *r)
+{
+    const struct config *cfg = r->web->cfg;
+    const struct spec_host *h = sessions_host(r->web->sessions);
+    uint64_t max_mem = cfg->max_memory_mb && cfg->max_memory_mb < h->memory_mb
+                           ? cfg->max_memory_mb
+                           : h->memory_mb;
+    struct usage_ctx u = {.user = r->who.user};
+    sessions_foreach(r->web->sessions, add_usage, &u);
+    double cpu_share = cfg->user_cpu_fraction * h->cores;
+    double mem_share = cfg->user_memory_fraction * (double)h->memory_mb;
+    return json_pack("{s:{s:i, s:i, s:i}, s:{s:I, s:I, s:I}, s:{s:I, s:I, s:I}, s:{s:I, s:I},"
+                     " s:{s:f, s:f}}",
+                     "cpus", "min", 1, "max", (int)h->cores, "default", (int)cfg->default_cpus,
+                     "memory_mb", "min", (json_int_t)cfg->min_memory_mb, "max",
+                     (json_int_t)max_mem, "default", (json_int_t)cfg->default_memory_mb,
+                     "lifetime_s", "min", (json_int_t)cfg->min_lifetime_s, "max",
+                     (json_int_t)cfg->max_lifetime_s, "default",
+                     (json_int_t)cfg->default_lifetime_s, "disk_gb", "max",
+                     (json_int_t)cfg->max_disk_gb, "default", (json_int_t)cfg->default_disk_gb,
+                     "yours_left", "cpus", cpu_share - u.cpus, "memory_mb",
+                     mem_share - (double)u.memory_mb);
 }
 
 static void read_load(const char *sysroot, double load[3])
@@ -137,6 +184,7 @@ enum MHD_Result api_host(struct http_request *r)
         "user_memory_fraction", cfg->user_memory_fraction, "max_load_per_core",
         cfg->max_load_per_core);
     json_object_update_new(o, alloc_inventory_json(r->web->store, cfg, r->who.admin));
+    json_object_set_new(o, "bounds", bounds_json(r));
     return http_reply_json(r, MHD_HTTP_OK, o);
 }
 

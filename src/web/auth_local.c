@@ -3,6 +3,7 @@
 #include "web/auth.h"
 
 #include "session/store.h"
+#include "util/fs.h"
 
 #include <jansson.h>
 #include <limits.h>
@@ -147,6 +148,11 @@ int auth_local_main(const struct config *cfg, int argc, char **argv)
     }
 
     char path[PATH_MAX + 16], err[512];
+    int mk = fs_mkdir_p(cfg->state, 0700);
+    if (mk < 0) {
+        fprintf(stderr, "qdesk user: cannot create %s: %s\n", cfg->state, strerror(-mk));
+        return 1;
+    }
     snprintf(path, sizeof(path), "%s/state.db", cfg->state);
     struct store *st = store_open(path, err, sizeof(err));
     if (!st) {

@@ -187,8 +187,13 @@ enum MHD_Result http_reply_error(struct http_request *r, unsigned status, const 
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
-    return http_reply_json(r, status,
-                           json_pack("{s:{s:s, s:s}}", "error", "code", code, "message", msg));
+    json_t *e = json_pack("{s:s, s:s}", "code", code, "message", msg);
+    /* Messages about a field start with its name ("cpus: ..."): say it apart too,
+     * so a form can put the message beside the right control. */
+    size_t n = strspn(msg, "abcdefghijklmnopqrstuvwxyz_");
+    if (!strcmp(code, "invalid_field") && n > 0 && msg[n] == ':')
+        json_object_set_new(e, "field", json_stringn(msg, n));
+    return http_reply_json(r, status, json_pack("{s:o}", "error", e));
 }
 
 enum MHD_Result http_reply_file(struct http_request *r, const char *path, const char *type)

@@ -23,7 +23,7 @@
 #define PENDING_MAX     256   /* connections still sending their request */
 #define HEADERS_MAX     64
 
-/* --- the request parser -------------------------------------------------------------- */
+/* --- the request parser -------------------------------------------------------- */
 
 static bool is_tchar(int c)
 {
@@ -131,12 +131,14 @@ int wsproxy_parse_request(const char *buf, size_t len, struct wsproxy_request *o
             have_key = true;
         } else if (IS("Sec-WebSocket-Version")) {
             if (have_version || !copy_value(out->version, sizeof(out->version), v, vlen))
-                return refuse(status, 426, err, errsz, "Sec-WebSocket-Version: malformed");
+                return refuse(status, 426, err, errsz,
+                              "Sec-WebSocket-Version: malformed");
             have_version = true;
         } else if (IS("Sec-WebSocket-Protocol")) {
             size_t used = strlen(out->protocols);
             if (used + vlen + 3 > sizeof(out->protocols))
-                return refuse(status, 400, err, errsz, "Sec-WebSocket-Protocol: too long");
+                return refuse(status, 400, err, errsz,
+                              "Sec-WebSocket-Protocol: too long");
             if (used) {
                 memcpy(out->protocols + used, ", ", 2);
                 used += 2;
@@ -146,7 +148,8 @@ int wsproxy_parse_request(const char *buf, size_t len, struct wsproxy_request *o
 #undef IS
     }
     if (!upgrade)
-        return refuse(status, 400, err, errsz, "not a WebSocket upgrade (Upgrade: websocket)");
+        return refuse(status, 400, err, errsz,
+                      "not a WebSocket upgrade (Upgrade: websocket)");
     if (!connection)
         return refuse(status, 400, err, errsz, "Connection: must contain \"upgrade\"");
     if (!have_key)
@@ -157,14 +160,13 @@ int wsproxy_parse_request(const char *buf, size_t len, struct wsproxy_request *o
     return 1;
 }
 
-/* --- the server ----------------------------------------------------------------------- */
+/* --- the server ---------------------------------------------------------------- */
 
 struct server {
     struct loop *loop;
     struct wsproxy *proxy;
     const char *vnc_path;
     bool view_only;
-    struct wsproxy_opts opts;
     int lfd, sigfd;
     struct conn *conns; /* connections still in their HTTP request */
     size_t n_conns;
@@ -371,10 +373,9 @@ static int listen_on(const char *spec, char *err, size_t errsz)
 }
 
 static const char proxy_usage[] =
-    "usage: qdesk proxy [--view-only] [--copy] LISTEN_ADDR:PORT UNIX_SOCKET_PATH\n"
+    "usage: qdesk proxy [--view-only] LISTEN_ADDR:PORT UNIX_SOCKET_PATH\n"
     "  Proxies WebSocket clients (noVNC) on LISTEN_ADDR:PORT to the VNC server on\n"
-    "  UNIX_SOCKET_PATH. --view-only drops every input message; --copy forwards\n"
-    "  the server's bytes through a user-space buffer instead of splice().\n";
+    "  UNIX_SOCKET_PATH; --view-only drops every input message.\n";
 
 int wsproxy_main(int argc, char **argv)
 {
@@ -385,8 +386,6 @@ int wsproxy_main(int argc, char **argv)
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--view-only")) {
             s.view_only = true;
-        } else if (!strcmp(argv[i], "--copy")) {
-            s.opts.copy = true;
         } else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
             fputs(proxy_usage, stdout);
             return 0;
@@ -409,7 +408,7 @@ int wsproxy_main(int argc, char **argv)
     sigaddset(&mask, SIGTERM);
     signal(SIGPIPE, SIG_IGN);
     s.loop = loop_new();
-    s.proxy = s.loop ? wsproxy_new(s.loop, &s.opts) : NULL;
+    s.proxy = s.loop ? wsproxy_new(s.loop, NULL) : NULL;
     if (!s.proxy) {
         fprintf(stderr, "qdesk proxy: out of memory\n");
         goto cleanup;

@@ -90,34 +90,26 @@ static int fail(struct rfb_filter *f, char *err, size_t errsz, const char *fmt, 
     return -1;
 }
 
-/* Starts a message from its type byte: sets kind and the header size needed to
- * know its length. Returns -1 for a type the proxy does not know. */
-static int start_message(struct rfb_filter *f, uint8_t type)
-{
-    uint8_t kind, need;
-    uint64_t fixed; /* whole length of a fixed-size message, 0 when it varies */
-    switch (type) {
-    case TYPE_SET_PIXEL_FORMAT: kind = RFB_SET_PIXEL_FORMAT, need = 1, fixed = 20; break;
-    case TYPE_SET_ENCODINGS: kind = RFB_SET_ENCODINGS, need = 4, fixed = 0; break;
-    case TYPE_FB_UPDATE_REQUEST: kind = RFB_FB_UPDATE_REQUEST, need = 1, fixed = 10; break;
-    case TYPE_KEY_EVENT: kind = RFB_KEY_EVENT, need = 1, fixed = 8; break;
-    case TYPE_POINTER_EVENT: kind = RFB_POINTER_EVENT, need = 1, fixed = 6; break;
-    case TYPE_CLIENT_CUT_TEXT: kind = RFB_CLIENT_CUT_TEXT, need = 8, fixed = 0; break;
-    case TYPE_ENABLE_CONTINUOUS_UPDATES:
-        kind = RFB_ENABLE_CONTINUOUS_UPDATES, need = 1, fixed = 10;
-        break;
-    case TYPE_CLIENT_FENCE: kind = RFB_CLIENT_FENCE, need = 9, fixed = 0; break;
-    case TYPE_XVP: kind = RFB_XVP, need = 1, fixed = 4; break;
-    case TYPE_SET_DESKTOP_SIZE: kind = RFB_SET_DESKTOP_SIZE, need = 8, fixed = 0; break;
-    case TYPE_QEMU: kind = RFB_QEMU_EXTENDED_KEY_EVENT, need = 2, fixed = 0; break;
-    default:
-        return -1;
-    }
-    f->kind = kind;
-    f->hdr_need = need;
-    f->body_left = fixed ? fixed - need : 0;
-    return 0;
-}
+/* What the type byte tells about a message: its kind, the header bytes needed
+ * to know its length, and that length when it is fixed. */
+struct msg_info {
+    bool known;
+    uint8_t kind, need, fixed;
+};
+
+static const struct msg_info by_type[256] = {
+    [TYPE_SET_PIXEL_FORMAT] = {true, RFB_SET_PIXEL_FORMAT, 1, 20},
+    [TYPE_SET_ENCODINGS] = {true, RFB_SET_ENCODINGS, 4, 0},
+    [TYPE_FB_UPDATE_REQUEST] = {true, RFB_FB_UPDATE_REQUEST, 1, 10},
+    [TYPE_KEY_EVENT] = {true, RFB_KEY_EVENT, 1, 8},
+    [TYPE_POINTER_EVENT] = {true, RFB_POINTER_EVENT, 1, 6},
+    [TYPE_CLIENT_CUT_TEXT] = {true, RFB_CLIENT_CUT_TEXT, 8, 0},
+    [TYPE_ENABLE_CONTINUOUS_UPDATES] = {true, RFB_ENABLE_CONTINUOUS_UPDATES, 1, 10},
+    [TYPE_CLIENT_FENCE] = {true, RFB_CLIENT_FENCE, 9, 0},
+    [TYPE_XVP] = {true, RFB_XVP, 1, 4},
+    [TYPE_SET_DESKTOP_SIZE] = {true, RFB_SET_DESKTOP_SIZE, 8, 0},
+    [TYPE_QEMU] = {true, RFB_QEMU_EXTENDED_KEY_EVENT, 2, 0}, /* the subtype decides */
+};
 
 /* Called when hdr_len == hdr_need. Returns 1 when the message is known (body_left
  * set), 0 when more header is needed (hdr_need raised), -1 on an error. */
@@ -128,8 +120,9 @@ static int header_complete(struct rfb_filter *f, char *err, size_t errsz)
     case RFB_SET_ENCODINGS: {
         uint16_t n = be16(h + 2);
         if (n > RFB_MAX_ENCODINGS)
-            return fail(f, err, errsz, "RFB: SetEncodings with %u encodings is over the "
-                        "limit of %u", n, RFB_MAX_ENCODINGS);
+            return fail(f, err, errsz,
+                        "RFB: SetEncodings with %u encodings is over the limit of %u", n,
+                        RFB_MAX_ENCODINGS);
         f->body_left = 4u * n;
         return 1;
     }
@@ -138,15 +131,17 @@ static int header_complete(struct rfb_filter *f, char *err, size_t errsz)
         uint32_t raw = be32(h + 4);
         uint64_t n = raw & 0x80000000u ? (1ull << 32) - raw : raw;
         if (n > RFB_MAX_CUT_TEXT)
-            return fail(f, err, errsz, "RFB: ClientCutText of %llu bytes is over the "
-                        "limit of %u", (unsigned long long)n, RFB_MAX_CUT_TEXT);
+            return fail(f, err, errsz,
+                        "RFB: ClientCutText of %llu bytes is over the limit of %u",
+                        (unsigned long long)n, RFB_MAX_CUT_TEXT);
         f->body_left = n;
         return 1;
     }
     case RFB_CLIENT_FENCE:
         if (h[8] > RFB_MAX_FENCE)
-            return fail(f, err, errsz, "RFB: ClientFence payload of %u bytes is over the "
-                        "limit of %u", h[8], RFB_MAX_FENCE);
+            return fail(f, err, errsz,
+                        "RFB: ClientFence payload of %u bytes is over the limit of %u",
+                        h[8], RFB_MAX_FENCE);
         f->body_left = h[8];
         return 1;
     case RFB_SET_DESKTOP_SIZE:
@@ -165,7 +160,8 @@ static int header_complete(struct rfb_filter *f, char *err, size_t errsz)
                 f->hdr_need = 4;
                 return 0;
             }
-            return fail(f, err, errsz, "RFB: unknown QEMU client message subtype %u", h[1]);
+            return fail(f, err, errsz, "RFB: unknown QEMU client message subtype %u",
+                        h[1]);
         }
         switch (be16(h + 2)) {
         case 0: /* enable */
@@ -176,7 +172,8 @@ static int header_complete(struct rfb_filter *f, char *err, size_t errsz)
             f->body_left = 6;
             return 1;
         default:
-            return fail(f, err, errsz, "RFB: unknown QEMU audio operation %u", be16(h + 2));
+            return fail(f, err, errsz, "RFB: unknown QEMU audio operation %u",
+                        be16(h + 2));
         }
     default: /* fixed size: body_left was set from the type */
         return 1;
@@ -198,7 +195,8 @@ static void quote_version(const uint8_t *v, char *out, size_t outsz)
 
 static int check_version(struct rfb_filter *f, char *err, size_t errsz)
 {
-    static const char *const known[] = {"RFB 003.003\n", "RFB 003.007\n", "RFB 003.008\n"};
+    static const char *const known[] = {"RFB 003.003\n", "RFB 003.007\n",
+                                        "RFB 003.008\n"};
     static const int minors[] = {3, 7, 8};
     for (int i = 0; i < 3; i++)
         if (!memcmp(f->hdr, known[i], 12)) {
@@ -207,8 +205,10 @@ static int check_version(struct rfb_filter *f, char *err, size_t errsz)
         }
     char q[64];
     quote_version(f->hdr, q, sizeof(q));
-    return fail(f, err, errsz, "RFB: the client asked for protocol \"%s\"; the proxy "
-                "speaks RFB 3.3, 3.7 and 3.8", q);
+    return fail(f, err, errsz,
+                "RFB: the client asked for protocol \"%s\"; the proxy "
+                "speaks RFB 3.3, 3.7 and 3.8",
+                q);
 }
 
 int rfb_filter_feed(struct rfb_filter *f, const uint8_t *in, size_t len, uint8_t *out,
@@ -234,9 +234,16 @@ int rfb_filter_feed(struct rfb_filter *f, const uint8_t *in, size_t len, uint8_t
                 f->body_left -= n;
                 continue;
             }
-            if (f->hdr_len == 0 && start_message(f, in[i]) < 0) {
-                rc = fail(f, err, errsz, "RFB: unknown client message type %u", in[i]);
-                break;
+            if (f->hdr_len == 0) { /* a new message */
+                const struct msg_info *m = &by_type[in[i]];
+                if (!m->known) {
+                    rc =
+                        fail(f, err, errsz, "RFB: unknown client message type %u", in[i]);
+                    break;
+                }
+                f->kind = m->kind;
+                f->hdr_need = m->need;
+                f->body_left = m->fixed ? (uint64_t)(m->fixed - m->need) : 0;
             }
             while (i < len && f->hdr_len < f->hdr_need)
                 f->hdr[f->hdr_len++] = in[i++];
@@ -275,8 +282,10 @@ int rfb_filter_feed(struct rfb_filter *f, const uint8_t *in, size_t len, uint8_t
             f->phase = f->minor == 3 ? RFB_PHASE_INIT : RFB_PHASE_SECURITY;
         } else if (f->phase == RFB_PHASE_SECURITY) {
             if (in[i] != 1) {
-                rc = fail(f, err, errsz, "RFB: the client chose security type %u; the "
-                          "proxy allows only 1 (None)", in[i]);
+                rc = fail(f, err, errsz,
+                          "RFB: the client chose security type %u; the "
+                          "proxy allows only 1 (None)",
+                          in[i]);
                 break;
             }
             out[o++] = in[i++];

@@ -23,9 +23,9 @@
 #include <stdint.h>
 
 /* Limits on client message lengths (larger is an error). */
-#define RFB_MAX_ENCODINGS 1024        /* SetEncodings count */
-#define RFB_MAX_CUT_TEXT  (1u << 20)  /* ClientCutText, either form, in bytes */
-#define RFB_MAX_FENCE     64          /* ClientFence payload */
+#define RFB_MAX_ENCODINGS 1024       /* SetEncodings count */
+#define RFB_MAX_CUT_TEXT  (1u << 20) /* ClientCutText, either form, in bytes */
+#define RFB_MAX_FENCE     64         /* ClientFence payload */
 
 /* A header is held back until it is complete and valid, so one call may output up
  * to this many bytes more than it was fed. */
@@ -59,13 +59,13 @@ enum rfb_phase {
 struct rfb_filter {
     bool view_only;
     enum rfb_phase phase;
-    int minor;              /* protocol version 3.minor once read: 3, 7 or 8 */
-    uint8_t hdr[16];        /* the current header (or version string) so far */
+    int minor;       /* protocol version 3.minor once read: 3, 7 or 8 */
+    uint8_t hdr[16]; /* the current header (or version string) so far */
     uint8_t hdr_len;
-    uint8_t hdr_need;       /* bytes of header needed before the message is known */
-    uint8_t kind;           /* enum rfb_msg of the current message */
-    bool forward;           /* the current message is forwarded, not dropped */
-    uint64_t body_left;     /* bytes of the current message after its header */
+    uint8_t hdr_need;   /* bytes of header needed before the message is known */
+    uint8_t kind;       /* enum rfb_msg of the current message */
+    bool forward;       /* the current message is forwarded, not dropped */
+    uint64_t body_left; /* bytes of the current message after its header */
     uint64_t forwarded[RFB_MSG_KINDS]; /* messages, counted when their header is */
     uint64_t dropped[RFB_MSG_KINDS];   /* complete and valid */
     uint64_t bytes_in, bytes_out;

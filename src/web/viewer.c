@@ -50,11 +50,11 @@ static bool token_shape(const char *t)
                SESSION_TOKEN_LEN - 1;
 }
 
-static struct session *by_token(struct http_request *r, bool *view_only)
+static struct session *by_token(struct http_request *r, bool ended, bool *view_only)
 {
     if (!token_shape(r->args[0]))
         return NULL;
-    return sessions_by_token(r->web->sessions, r->args[0], view_only);
+    return sessions_by_token(r->web->sessions, r->args[0], ended, view_only);
 }
 
 static enum MHD_Result gone(struct http_request *r)
@@ -75,15 +75,17 @@ enum MHD_Result viewer_page(struct http_request *r)
 enum MHD_Result viewer_info(struct http_request *r)
 {
     bool view_only;
-    struct session *s = by_token(r, &view_only);
+    struct session *s = by_token(r, true, &view_only);
     if (!s)
         return gone(r);
-    return http_reply_json(
-        r, MHD_HTTP_OK,
+    json_t *info =
         json_pack("{s:s, s:s, s:I, s:b, s:b, s:b}", "state", session_state_name(s->state),
                   "machine", s->machine, "expires_at", (json_int_t)s->expires_at, "view_only",
-                  view_only, "oneshot", s->oneshot, "used",
-                  s->oneshot && s->viewers_total > 0));
+                  view_only, "oneshot", s->oneshot, "used", s->oneshot && s->viewers_total > 0);
+    /* an ended session is gone, but says so while it is remembered */
+    if (!session_state_live(s->state))
+        json_object_set_new(info, "ended_at", json_integer(s->ended_at));
+    return http_reply_json(r, session_state_live(s->state) ? MHD_HTTP_OK : MHD_HTTP_GONE, info);
 }
 
 /* Draws the QR code as one SVG path of unit squares, with the quiet zone the
@@ -116,7 +118,7 @@ static char *qr_svg(const char *text)
 enum MHD_Result viewer_qr(struct http_request *r)
 {
     bool view_only;
-    if (!by_token(r, &view_only))
+    if (!by_token(r, false, &view_only))
         return gone(r);
     char base[512], url[700];
     http_base_url(r, base, sizeof(base));
@@ -190,7 +192,7 @@ static bool header_lists(const char *value, const char *word)
 enum MHD_Result viewer_websocket(struct http_request *r)
 {
     bool view_only;
-    struct session *s = by_token(r, &view_only);
+    struct session *s = by_token(r, false, &view_only);
     if (!s)
         return gone(r);
     const char *upgrade = http_header(r, "Upgrade"), *connection = http_header(r, "Connection");

@@ -47,7 +47,7 @@ struct viewer {
     wsproxy_close_cb on_close;
     char *vnc_path;
     int cfd, vfd;
-    uint32_t cev, vev;     /* events watched now */
+    uint32_t cev, vev; /* events watched now */
     bool vwatched;
     wslay_frame_context_ptr ws;
     struct rfb_filter rfb;
@@ -57,7 +57,7 @@ struct viewer {
     size_t extra_off, extra_len;
     uint8_t *up; /* filtered bytes for the VNC socket: up[up_off .. up_off+up_len) */
     size_t up_off, up_len;
-    bool rx_in_frame;   /* inside a frame with rx_left payload bytes to come */
+    bool rx_in_frame; /* inside a frame with rx_left payload bytes to come */
     uint64_t rx_left;
     uint8_t rx_opcode;
     bool rx_fragmented; /* a data message continues in the next frame */
@@ -67,16 +67,12 @@ struct viewer {
     bool rx_ignore_data; /* closing: frames are parsed, their data dropped */
     bool rx_raw;         /* after a framing error: bytes are discarded unparsed */
     bool rx_eof;
-    bool rx_more;        /* the socket may hold more (no short read since EPOLLIN) */
-    bool client_gone;    /* hang-up or error on the client socket */
+    bool rx_more;     /* the socket may hold more (no short read since EPOLLIN) */
+    bool client_gone; /* hang-up or error on the client socket */
     int rx_errno, tx_errno;
 
-    /* VNC -> browser: ring_len bytes wait for the browser, either in a pipe (the
-     * splice path: the kernel moves pages, nothing is copied) or in a ring buffer
-     * from ring_head (the copy path, when there is no pipe) */
-    int pipe_r, pipe_w;
-    bool pipe_stuck; /* splicing in failed with bytes in the pipe: it may be full */
-    uint8_t *ring;
+    /* VNC -> browser */
+    uint8_t *ring; /* ring buffer of VNC bytes: ring_len bytes from ring_head */
     size_t ring_head, ring_len;
     enum tx_kind tx; /* the frame being sent */
     uint8_t tx_opcode;
@@ -92,10 +88,10 @@ struct viewer {
     uint8_t close_msg[125];
     size_t close_len;
     bool close_sent, close_received, shut_wr;
-    bool data_closed;   /* no more data frames to the browser */
-    bool vnc_eof;       /* the VNC connection is over (vfd closed) */
-    bool vnc_hup;       /* the VNC peer hung up: read it without epoll until EOF */
-    bool vnc_more;      /* the VNC socket may hold more (no short read since EPOLLIN) */
+    bool data_closed; /* no more data frames to the browser */
+    bool vnc_eof;     /* the VNC connection is over (vfd closed) */
+    bool vnc_hup;     /* the VNC peer hung up: read it without epoll until EOF */
+    bool vnc_more;    /* the VNC socket may hold more (no short read since EPOLLIN) */
     bool failed;
     int connect_tries;
     uint64_t last_rx, last_ping;
@@ -116,7 +112,7 @@ static size_t min_size(size_t a, size_t b)
     return a < b ? a : b;
 }
 
-/* --- handshake ------------------------------------------------------------------ */
+/* --- handshake ----------------------------------------------------------------- */
 
 static const char b64chars[] =
     "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -209,7 +205,7 @@ int wsproxy_handshake(const char *key, const char *version, const char *protocol
     return 0;
 }
 
-/* --- small helpers ---------------------------------------------------------------- */
+/* --- small helpers ------------------------------------------------------------- */
 
 static void set_reason(struct viewer *v, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
@@ -290,8 +286,8 @@ static void queue_close(struct viewer *v, uint16_t code, const char *text)
             memcpy(v->close_msg + 2, text, n);
         v->close_len = 2 + n;
     }
-    v->close_timer = loop_timer_add(v->p->loop, v->p->o.close_timeout_ms,
-                                    on_close_timeout, v);
+    v->close_timer =
+        loop_timer_add(v->p->loop, v->p->o.close_timeout_ms, on_close_timeout, v);
 }
 
 /* Closes the viewer's stream for an error: the browser gets close code with text
@@ -316,7 +312,7 @@ static void protocol_error(struct viewer *v, const char *text)
     v->rx_raw = true;
 }
 
-/* --- wslay I/O callbacks ------------------------------------------------------------ */
+/* --- wslay I/O callbacks ------------------------------------------------------- */
 
 static ssize_t ws_recv(uint8_t *buf, size_t len, int flags, void *user)
 {
@@ -351,46 +347,9 @@ static ssize_t ws_recv(uint8_t *buf, size_t len, int flags, void *user)
 
 /* wslay sends a frame's header (flagged "more") and then its payload: the header
  * is held and goes out with the payload in one sendmsg(), one syscall a frame. */
-/* On the splice path the payload of a data frame is not in memory: wslay is given
- * this marker as its data, and the bytes move from the pipe to the socket. */
-static const uint8_t splice_marker[1];
-
-static ssize_t splice_out(struct viewer *v, size_t len)
-{
-    while (v->hdr_off < v->hdr_len) { /* the header first, held in the kernel */
-        ssize_t r = send(v->cfd, v->hdr + v->hdr_off, v->hdr_len - v->hdr_off,
-                         MSG_NOSIGNAL | MSG_DONTWAIT | MSG_MORE);
-        if (r > 0) {
-            v->hdr_off += (size_t)r;
-            continue;
-        }
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
-            v->tx_errno = errno;
-        return -1;
-    }
-    v->hdr_off = v->hdr_len = 0;
-    for (;;) {
-        ssize_t r = splice(v->pipe_r, NULL, v->cfd, NULL, len,
-                           SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
-        if (r > 0)
-            return r;
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r == 0)
-            v->tx_errno = EPIPE; /* the pipe is empty: cannot happen */
-        else if (errno != EAGAIN && errno != EWOULDBLOCK)
-            v->tx_errno = errno;
-        return -1;
-    }
-}
-
 static ssize_t ws_send(const uint8_t *data, size_t len, int flags, void *user)
 {
     struct viewer *v = user;
-    if (data == splice_marker)
-        return splice_out(v, len);
     if ((flags & WSLAY_MSG_MORE) && v->hdr_len == 0 && len <= sizeof(v->hdr)) {
         memcpy(v->hdr, data, len);
         v->hdr_off = 0;
@@ -403,7 +362,7 @@ static ssize_t ws_send(const uint8_t *data, size_t len, int flags, void *user)
     for (;;) {
         ssize_t r = sendmsg(v->cfd, &m, MSG_NOSIGNAL | MSG_DONTWAIT);
         if (r >= 0) {
-            if ((size_t)r < held) { /* part of the header: the rest goes first next time */
+            if ((size_t)r < held) { /* part of the header: the rest goes first */
                 v->hdr_off += (size_t)r;
                 return -1;
             }
@@ -425,7 +384,7 @@ static int ws_genmask(uint8_t *buf, size_t len, void *user)
     return 0;
 }
 
-/* --- browser -> VNC ------------------------------------------------------------------ */
+/* --- browser -> VNC ------------------------------------------------------------ */
 
 /* Puts payload bytes of a data message through the RFB filter into up. */
 static void forward(struct viewer *v, const uint8_t *data, size_t len)
@@ -602,7 +561,8 @@ static void read_client(struct viewer *v)
 static void flush_vnc(struct viewer *v)
 {
     while (v->up_len && v->vfd >= 0 && !v->vnc_hup) {
-        ssize_t r = send(v->vfd, v->up + v->up_off, v->up_len, MSG_NOSIGNAL | MSG_DONTWAIT);
+        ssize_t r =
+            send(v->vfd, v->up + v->up_off, v->up_len, MSG_NOSIGNAL | MSG_DONTWAIT);
         if (r > 0) {
             v->up_off += (size_t)r;
             v->up_len -= (size_t)r;
@@ -621,7 +581,7 @@ static void flush_vnc(struct viewer *v)
         v->up_off = 0;
 }
 
-/* --- VNC -> browser ------------------------------------------------------------------- */
+/* --- VNC -> browser ------------------------------------------------------------ */
 
 static void close_vnc(struct viewer *v)
 {
@@ -649,7 +609,7 @@ static ssize_t vnc_ended(struct viewer *v, int e)
     return -1;
 }
 
-/* Reads from the VNC server into the pipe or the ring. Returns the bytes read, 0
+/* Reads from the VNC server into the ring. Returns the bytes read, 0
  * when there is no room or nothing to read, -1 when the connection is over. */
 static ssize_t read_vnc(struct viewer *v)
 {
@@ -657,29 +617,6 @@ static ssize_t read_vnc(struct viewer *v)
     size_t room = cap - v->ring_len;
     if (v->vfd < 0 || v->data_closed || room == 0)
         return 0;
-    if (v->pipe_r >= 0) {
-        if (v->pipe_stuck)
-            return 0;
-        for (;;) {
-            ssize_t r = splice(v->vfd, NULL, v->pipe_w, NULL, room,
-                               SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
-            if (r > 0) {
-                v->ring_len += (size_t)r;
-                v->vnc_more = (size_t)r == room;
-                return r;
-            }
-            v->vnc_more = false;
-            if (r < 0 && errno == EINTR)
-                continue;
-            if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-                /* nothing to read, or the pipe ran out of slots (small skbs use a
-                 * slot each): in doubt, wait until the browser has taken some */
-                v->pipe_stuck = v->ring_len > 0;
-                return 0;
-            }
-            return vnc_ended(v, r < 0 ? errno : 0);
-        }
-    }
     size_t tail = v->ring_head + v->ring_len;
     if (tail >= cap)
         tail -= cap;
@@ -727,8 +664,7 @@ static bool next_frame(struct viewer *v)
     } else if (!v->data_closed && v->ring_len) {
         v->tx = TX_DATA;
         v->tx_opcode = WSLAY_BINARY_FRAME;
-        v->tx_total = v->pipe_r >= 0 ? v->ring_len
-                                     : min_size(v->ring_len, v->p->o.buffer_size - v->ring_head);
+        v->tx_total = min_size(v->ring_len, v->p->o.buffer_size - v->ring_head);
     } else if (v->close_pending) {
         v->tx = TX_CTRL;
         v->tx_opcode = WSLAY_CONNECTION_CLOSE;
@@ -760,12 +696,8 @@ static void flush_client(struct viewer *v)
         io.fin = 1;
         io.opcode = v->tx_opcode;
         io.payload_length = v->tx_total;
-        if (v->tx != TX_DATA)
-            io.data = v->tx_ctl + (v->tx_total - v->tx_left);
-        else if (v->pipe_r >= 0)
-            io.data = splice_marker;
-        else
-            io.data = v->ring + v->ring_head;
+        io.data = v->tx == TX_DATA ? v->ring + v->ring_head
+                                   : v->tx_ctl + (v->tx_total - v->tx_left);
         io.data_length = v->tx_left;
         ssize_t r = wslay_frame_send(v->ws, &io);
         if (r < 0) {
@@ -780,8 +712,6 @@ static void flush_client(struct viewer *v)
             v->ring_len -= n;
             if (v->ring_head == v->p->o.buffer_size || v->ring_len == 0)
                 v->ring_head = 0;
-            if (n)
-                v->pipe_stuck = false;
             v->p->stats.bytes_to_browser += n;
         }
         if (v->tx_left == 0) {
@@ -792,7 +722,7 @@ static void flush_client(struct viewer *v)
     }
 }
 
-/* --- the viewer's life ------------------------------------------------------------------ */
+/* --- the viewer's life --------------------------------------------------------- */
 
 static void finish(struct viewer *v);
 
@@ -807,8 +737,8 @@ static void update_events(struct viewer *v)
 {
     struct loop *l = v->p->loop;
     uint32_t ce = 0;
-    if (!v->rx_eof && (v->rx_ignore_data || v->rx_raw ||
-                       v->p->o.buffer_size - v->up_len >= RX_ROOM))
+    if (!v->rx_eof &&
+        (v->rx_ignore_data || v->rx_raw || v->p->o.buffer_size - v->up_len >= RX_ROOM))
         ce |= EPOLLIN;
     if (tx_pending(v))
         ce |= EPOLLOUT;
@@ -817,8 +747,7 @@ static void update_events(struct viewer *v)
     if (v->vwatched) {
         uint32_t ve = 0;
         size_t room = v->p->o.buffer_size - v->ring_len;
-        if (!v->data_closed && !v->pipe_stuck &&
-            room >= min_size(VNC_MIN_ROOM, v->p->o.buffer_size))
+        if (!v->data_closed && room >= min_size(VNC_MIN_ROOM, v->p->o.buffer_size))
             ve |= EPOLLIN;
         if (v->up_len)
             ve |= EPOLLOUT;
@@ -1034,7 +963,8 @@ static void finish(struct viewer *v)
     p->stats.viewers--;
     for (int k = 0; k < RFB_MSG_KINDS; k++)
         p->stats.messages_dropped += v->rfb.dropped[k];
-    log_debug("display: viewer %lu ended: %s", v->id, v->reason[0] ? v->reason : "closed");
+    log_debug("display: viewer %lu ended: %s", v->id,
+              v->reason[0] ? v->reason : "closed");
 
     wsproxy_close_cb cb = v->on_close;
     void *ctx = v->ctx;
@@ -1042,10 +972,6 @@ static void finish(struct viewer *v)
     char reason[sizeof(v->reason)];
     snprintf(reason, sizeof(reason), "%s", v->reason[0] ? v->reason : "closed");
     wslay_frame_context_free(v->ws);
-    if (v->pipe_r >= 0) {
-        close(v->pipe_r);
-        close(v->pipe_w);
-    }
     free(v->extra);
     free(v->up);
     free(v->ring);
@@ -1055,7 +981,7 @@ static void finish(struct viewer *v)
         cb(ctx, fd, reason);
 }
 
-/* --- the proxy -------------------------------------------------------------------------- */
+/* --- the proxy ----------------------------------------------------------------- */
 
 struct wsproxy *wsproxy_new(struct loop *l, const struct wsproxy_opts *opts)
 {
@@ -1157,24 +1083,14 @@ int wsproxy_attach(struct wsproxy *p, int client_fd, const void *extra_in,
     v->on_close = on_close;
     v->vnc_path = strdup(vnc_socket_path);
     v->up = malloc(p->o.buffer_size);
-    v->pipe_r = v->pipe_w = -1;
-    int pfd[2];
-    if (!p->o.copy && pipe2(pfd, O_NONBLOCK | O_CLOEXEC) == 0) {
-        v->pipe_r = pfd[0];
-        v->pipe_w = pfd[1];
-        /* room for the whole buffer in whole pages (best effort: a user over
-         * pipe-user-pages-soft keeps the default) */
-        fcntl(v->pipe_w, F_SETPIPE_SZ, (int)p->o.buffer_size);
-    } else {
-        v->ring = malloc(p->o.buffer_size);
-    }
+    v->ring = malloc(p->o.buffer_size);
     if (extra_len) {
         v->extra = malloc(extra_len);
         if (v->extra)
             memcpy(v->extra, extra_in, extra_len);
         v->extra_len = extra_len;
     }
-    if (!v->vnc_path || !v->up || (v->pipe_r < 0 && !v->ring) || (extra_len && !v->extra) ||
+    if (!v->vnc_path || !v->up || !v->ring || (extra_len && !v->extra) ||
         wslay_frame_context_init(&v->ws, &cbs, v) != 0)
         goto nomem;
     rfb_filter_init(&v->rfb, view_only);
@@ -1218,10 +1134,6 @@ fail:
     if (v) {
         if (v->ws)
             wslay_frame_context_free(v->ws);
-        if (v->pipe_r >= 0) {
-            close(v->pipe_r);
-            close(v->pipe_w);
-        }
         free(v->extra);
         free(v->up);
         free(v->ring);

@@ -27,22 +27,20 @@ struct wsproxy;
 
 /* Tuning; a zero field takes its default. */
 struct wsproxy_opts {
-    size_t buffer_size;         /* per direction and viewer (default 256 KiB, min 16 KiB) */
-    unsigned ping_interval_ms;  /* ping a browser silent this long (default 30 s) */
-    unsigned idle_timeout_ms;   /* drop one silent this long (default 90 s) */
-    unsigned close_timeout_ms;  /* wait this long for the browser's close (default 2 s) */
-    bool copy;                  /* VNC -> browser through a user-space buffer instead
-                                 * of splice() through a pipe (tests use both) */
+    size_t buffer_size; /* per direction and viewer (default 256 KiB, min 16 KiB) */
+    unsigned ping_interval_ms; /* ping a browser silent this long (default 30 s) */
+    unsigned idle_timeout_ms;  /* drop one silent this long (default 90 s) */
+    unsigned close_timeout_ms; /* wait this long for the browser's close (default 2 s) */
 };
 
 struct wsproxy_stats {
-    uint64_t viewers;           /* connected now */
-    uint64_t viewers_total;     /* attached since the proxy started */
-    uint64_t viewers_failed;    /* closed for a WebSocket, RFB or connect error */
-    uint64_t bytes_to_vnc;      /* browser -> VNC, after filtering */
-    uint64_t bytes_to_browser;  /* VNC -> browser, payload bytes */
-    uint64_t messages_dropped;  /* input messages of view-only viewers */
-    uint64_t bytes_buffered;    /* held in the proxy now, both directions */
+    uint64_t viewers;          /* connected now */
+    uint64_t viewers_total;    /* attached since the proxy started */
+    uint64_t viewers_failed;   /* closed for a WebSocket, RFB or connect error */
+    uint64_t bytes_to_vnc;     /* browser -> VNC, after filtering */
+    uint64_t bytes_to_browser; /* VNC -> browser, payload bytes */
+    uint64_t messages_dropped; /* input messages of view-only viewers */
+    uint64_t bytes_buffered;   /* held in the proxy now, both directions */
 };
 
 /* Called exactly once per attached viewer when its connection has ended, with a
@@ -103,7 +101,7 @@ size_t wsproxy_count_ctx(const struct wsproxy *p, const void *ctx);
 /* Fills *out with the proxy's counters (for /metrics). */
 void wsproxy_stats(const struct wsproxy *p, struct wsproxy_stats *out);
 
-/* --- qdesk proxy (proxycmd.c) ------------------------------------------------- */
+/* --- qdesk proxy (proxycmd.c) -------------------------------------------------- */
 
 /* A parsed WebSocket Upgrade request (values copied, NUL-terminated). */
 struct wsproxy_request {
@@ -124,7 +122,7 @@ struct wsproxy_request {
 int wsproxy_parse_request(const char *buf, size_t len, struct wsproxy_request *out,
                           int *status, char *err, size_t errsz);
 
-/* `qdesk proxy [--view-only] [--copy] LISTEN_ADDR:PORT UNIX_SOCKET_PATH`: a standalone
+/* `qdesk proxy [--view-only] LISTEN_ADDR:PORT UNIX_SOCKET_PATH`: a standalone
  * WebSocket-to-VNC proxy (a websockify replacement). argv[0] is "proxy". Runs
  * until SIGINT or SIGTERM; returns the exit status. */
 int wsproxy_main(int argc, char **argv);

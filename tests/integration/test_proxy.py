@@ -122,7 +122,8 @@ def one_shot_link_admits_one_viewer_and_ends_with_it():
     assert info["oneshot"] and info["used"]
     ws.close()
     svc.wait_state(s["id"], "stopped", 40)
-    assert svc.api("GET", f"/s/{token}/info")[0] == 404
+    status, info = svc.api("GET", f"/s/{token}/info")
+    assert status == 410 and info["state"] == "stopped", (status, info)
 
 
 @test

@@ -23,10 +23,10 @@ static void put(struct bytes *s, const void *p, size_t n)
     s->n += n;
 }
 
-#define PUT(s, ...)                                                                       \
-    do {                                                                                  \
-        const uint8_t m_[] = {__VA_ARGS__};                                               \
-        put(s, m_, sizeof(m_));                                                           \
+#define PUT(s, ...)                                                                      \
+    do {                                                                                 \
+        const uint8_t m_[] = {__VA_ARGS__};                                              \
+        put(s, m_, sizeof(m_));                                                          \
     } while (0)
 
 /* The RFB 3.8 handshake of a client: version, security None, ClientInit (exclusive). */
@@ -49,19 +49,20 @@ static void every_message(struct bytes *s, struct bytes *allowed)
         /* FramebufferUpdateRequest, incremental, 1920x1080 */
         PUT(t, 3, 1, 0, 0, 0, 0, 7, 128, 4, 56);
         if (i == 0) {
-            PUT(t, 4, 1, 0, 0, 0, 0, 0, 'a');                        /* KeyEvent down 'a' */
-            PUT(t, 5, 1, 0, 10, 0, 20);                              /* PointerEvent */
+            PUT(t, 4, 1, 0, 0, 0, 0, 0, 'a'); /* KeyEvent down 'a' */
+            PUT(t, 5, 1, 0, 10, 0, 20);       /* PointerEvent */
             PUT(t, 6, 0, 0, 0, 0, 0, 0, 5, 'h', 'e', 'l', 'l', 'o'); /* ClientCutText */
-            PUT(t, 6, 0, 0, 0, 0xff, 0xff, 0xff, 0xfc, 1, 2, 3, 4);  /* extended, 4 bytes */
-            PUT(t, 251, 0, 0, 100, 0, 50, 1, 0,                      /* SetDesktopSize */
+            PUT(t, 6, 0, 0, 0, 0xff, 0xff, 0xff, 0xfc, 1, 2, 3,
+                4);                             /* extended, 4 bytes */
+            PUT(t, 251, 0, 0, 100, 0, 50, 1, 0, /* SetDesktopSize */
                 0, 0, 0, 1, 0, 0, 0, 0, 0, 100, 0, 50, 0, 0, 0, 0);
-            PUT(t, 255, 0, 0, 1, 0, 0, 0, 'a', 0, 0, 0, 30);         /* QEMU ext. key */
-            PUT(t, 250, 0, 1, 4);                                    /* xvp reboot */
+            PUT(t, 255, 0, 0, 1, 0, 0, 0, 'a', 0, 0, 0, 30); /* QEMU ext. key */
+            PUT(t, 250, 0, 1, 4);                            /* xvp reboot */
         }
-        PUT(t, 150, 1, 0, 0, 0, 0, 7, 128, 4, 56);        /* EnableContinuousUpdates */
-        PUT(t, 248, 0, 0, 0, 0, 0, 0, 3, 2, 'h', 'i');    /* ClientFence, 2 bytes */
-        PUT(t, 255, 1, 0, 0);                              /* QEMU audio enable */
-        PUT(t, 255, 1, 0, 2, 3, 2, 0, 0, 0xac, 0x44);      /* QEMU audio set format */
+        PUT(t, 150, 1, 0, 0, 0, 0, 7, 128, 4, 56);     /* EnableContinuousUpdates */
+        PUT(t, 248, 0, 0, 0, 0, 0, 0, 3, 2, 'h', 'i'); /* ClientFence, 2 bytes */
+        PUT(t, 255, 1, 0, 0);                          /* QEMU audio enable */
+        PUT(t, 255, 1, 0, 2, 3, 2, 0, 0, 0xac, 0x44);  /* QEMU audio set format */
     }
 }
 
@@ -178,7 +179,8 @@ static void the_shared_flag_is_forced_in_every_version(void **state)
     char err[256];
     /* 3.3: no security choice from the client, ClientInit follows the version */
     rfb_filter_init(&f, false);
-    assert_int_equal(feed_all(&f, (const uint8_t *)"RFB 003.003\n\x00", 13, 0, &out, err), 0);
+    assert_int_equal(feed_all(&f, (const uint8_t *)"RFB 003.003\n\x00", 13, 0, &out, err),
+                     0);
     assert_int_equal(out.n, 13);
     assert_int_equal(out.b[12], 1);
     assert_int_equal(f.minor, 3);
@@ -204,7 +206,8 @@ static void refused(const uint8_t *in, size_t len, const char *want)
         /* and stays failed */
         uint8_t buf[16];
         size_t got = 99;
-        assert_int_equal(rfb_filter_feed(&f, (const uint8_t *)"x", 1, buf, &got, err, 256), -1);
+        assert_int_equal(
+            rfb_filter_feed(&f, (const uint8_t *)"x", 1, buf, &got, err, 256), -1);
         assert_int_equal(got, 0);
     }
 }
@@ -226,7 +229,8 @@ static void bad_streams_are_refused(void **state)
     /* ClientCutText: 1 MiB + 1, its extended (negative) form, and INT32_MIN */
     refused((const uint8_t *)HS "\x06\x00\x00\x00\x00\x10\x00\x01", 22, "1048577 bytes");
     refused((const uint8_t *)HS "\x06\x00\x00\x00\xff\xef\xff\xff", 22, "1048577 bytes");
-    refused((const uint8_t *)HS "\x06\x00\x00\x00\x80\x00\x00\x00", 22, "2147483648 bytes");
+    refused((const uint8_t *)HS "\x06\x00\x00\x00\x80\x00\x00\x00", 22,
+            "2147483648 bytes");
 
     /* nothing of a refused message is forwarded, but what came before is */
     struct rfb_filter f;
@@ -258,14 +262,15 @@ static void the_largest_clipboard_streams_through(void **state)
     assert_int_equal(got, sizeof(hdr));
     assert_int_equal(rfb_filter_feed(&f, body, 1000, out, &got, err, 256), 0);
     assert_int_equal(got, 1000); /* the body flows as it comes */
-    assert_int_equal(rfb_filter_feed(&f, body, sizeof(body) - 1000, out, &got, err, 256), 0);
+    assert_int_equal(rfb_filter_feed(&f, body, sizeof(body) - 1000, out, &got, err, 256),
+                     0);
     assert_int_equal(got, sizeof(body) - 1000);
     /* a SetEncodings header is held until its count is known */
-    assert_int_equal(rfb_filter_feed(&f, (const uint8_t *)"\x02\x00\x00", 3, out, &got,
-                                     err, 256), 0);
+    assert_int_equal(
+        rfb_filter_feed(&f, (const uint8_t *)"\x02\x00\x00", 3, out, &got, err, 256), 0);
     assert_int_equal(got, 0);
-    assert_int_equal(rfb_filter_feed(&f, (const uint8_t *)"\x01\x00\x00", 3, out, &got,
-                                     err, 256), 0);
+    assert_int_equal(
+        rfb_filter_feed(&f, (const uint8_t *)"\x01\x00\x00", 3, out, &got, err, 256), 0);
     assert_int_equal(got, 6);
     assert_memory_equal(out, "\x02\x00\x00\x01\x00\x00", 6);
     assert_int_equal(f.forwarded[RFB_SET_ENCODINGS], 1);
@@ -287,9 +292,10 @@ static void random_input_respects_the_output_bound(void **state)
             seed = seed * 1103515245u + 12345u;
             /* mostly known types so that parsing goes deep */
             uint8_t b = (uint8_t)(seed >> 16);
-            in[i] = (seed >> 8) % 3 ? (uint8_t)("\x00\x02\x03\x04\x05\x06\x96\xf8\xfa\xfb\xff"
-                                                [b % 11])
-                                    : b;
+            in[i] =
+                (seed >> 8) % 3
+                    ? (uint8_t)("\x00\x02\x03\x04\x05\x06\x96\xf8\xfa\xfb\xff"[b % 11])
+                    : b;
         }
         struct rfb_filter f, check;
         rfb_filter_init(&f, true);

@@ -1,0 +1,188 @@
+#!/usr/bin/python3
+"""GPUs and host devices on this machine, end to end: virgl 3D through virtio-vga-gl
+in an X display (Xvfb with Mesa's llvmpipe, since this host has no render node),
+the fallback when no render node exists, USB hot-plug into a running guest, guest
+RAM from hugepages, pinned vCPUs, and requests this host cannot meet."""
+import json
+import os
+import subprocess
+import tempfile
+import time
+
+from qdesk import QDESK, Service, eventually, leftovers, run_tests, test
+
+services = []
+
+
+def service(conf="", **kw):
+    svc = Service(conf, **kw).start()
+    services.append(svc)
+    return svc
+
+
+def isolated(fn):
+    def run():
+        try:
+            fn()
+        finally:
+            teardown()
+    run.__name__ = fn.__name__
+    return test(run)
+
+
+def free_display():
+    n = 90
+    while os.path.exists(f"/tmp/.X11-unix/X{n}") or os.path.exists(f"/tmp/.X{n}-lock"):
+        n += 1
+    return f":{n}"
+
+
+@isolated
+def virgl_guest_renders_3d_in_an_x_display():
+    display = free_display()
+    xvfb = subprocess.Popen(["Xvfb", display, "-screen", "0", "1280x800x24", "-nolisten",
+                             "tcp"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        eventually(lambda: os.path.exists(f"/tmp/.X11-unix/X{display[1:]}"), 10, "Xvfb")
+        svc = service(f"[gpu]\nvirgl_display = sdl\nvirgl_x_display = {display}\n")
+        s = svc.boot(gpu="virgl", memory_mb=512)
+        assert s["gpu"] == "virgl" and "warning" not in s, s
+        line = svc.wait_serial(s["id"], r"^QDESK-KMSG .*features: \+virgl.*$", 30)
+        print(f"# guest kernel: {line}")
+        cmdline = open(os.path.join(svc.state, "run", s["id"], "cmdline")).read()
+        assert "virtio-vga-gl" in cmdline and "sdl,gl=on" in cmdline, cmdline
+    finally:
+        xvfb.terminate()
+        xvfb.wait()
+
+
+@isolated
+def virgl_without_a_render_node_falls_back_with_a_warning():
+    svc = service()  # egl-headless, and this host has no /dev/dri/renderD*
+    s = svc.create(gpu="virgl", memory_mb=256)
+    assert s.get("warning", "").startswith("no 3D"), s
+    svc.wait_serial(s["id"], r"^QDESK-DEMO-READY", 60)
+    assert "features: +virgl" not in svc.serial(s["id"])
+    cmdline = open(os.path.join(svc.state, "run", s["id"], "cmdline")).read()
+    assert "virtio-vga" in cmdline and "virtio-vga-gl" not in cmdline, cmdline
+
+
+@isolated
+def usb_hot_plug_is_seen_by_the_guest_kernel():
+    svc = service()
+    s = svc.boot(memory_mb=256)
+    sid = s["id"]
+    status, out = svc.api("POST", f"/api/v1/sessions/{sid}/usb", {"device": "usb-kbd"})
+    assert status == 200, out
+    dev = out["device"]
+    svc.wait_serial(sid, r"^QDESK-KMSG usb .*(new|New) .*USB device.*$", 20)
+    # the CLI does the same
+    cli = svc.qdesk("usb", "attach", sid, "usb-mouse")
+    assert cli.returncode == 0 and cli.stdout.startswith("attached usb-mouse-"), cli
+    status, out = svc.api("DELETE", f"/api/v1/sessions/{sid}/usb/{dev}")
+    assert status == 200, out
+    svc.wait_serial(sid, r"^QDESK-KMSG usb .*USB disconnect.*$", 20)
+    status, out = svc.api("POST", f"/api/v1/sessions/{sid}/usb", {"device": "beef:cafe"})
+    assert status == 400 and "usb:" in out["error"]["message"], out
+
+
+@isolated
+def guest_ram_from_hugepages_is_reserved_and_given_back():
+    mnt = tempfile.mkdtemp(prefix="qd-huge-", dir="/tmp")
+    subprocess.run(["mount", "-t", "hugetlbfs", "none", mnt], check=True)
+    nr = "/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages"
+    before = int(open(nr).read())
+    cat = tempfile.mkdtemp(prefix="qd-hcat-", dir="/tmp")
+    try:
+        for f in ("demo-kernel.vmlinuz", "demo-kernel.initrd"):
+            os.symlink(os.path.join(os.path.dirname(__file__), "..", "..", "machines", f),
+                       os.path.join(cat, f))
+        conf = open(os.path.join(os.path.dirname(__file__), "..", "..", "machines",
+                                 "demo-kernel.conf")).read()
+        with open(os.path.join(cat, "demo-kernel.conf"), "w") as f:
+            f.write(conf + "\nhugepages = 2M\nmemory = 256M\n")
+        svc = service(f"[qemu]\nhugetlbfs = {mnt}\n", machines=cat)
+        s = svc.boot()
+        assert int(open(nr).read()) == before + 128, "256 MiB of 2 MiB pages reserved"
+        free = int(open("/sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages").read())
+        assert free < 128, f"the guest's RAM is not in the hugepages ({free} free)"
+        svc.api("DELETE", f"/api/v1/sessions/{s['id']}")
+        svc.wait_state(s["id"], "stopped", 40)
+        assert int(open(nr).read()) == before, "the hugepages were not given back"
+    finally:
+        teardown()
+        subprocess.run(["umount", mnt])
+        os.rmdir(mnt)
+        subprocess.run(["rm", "-rf", cat])
+
+
+@isolated
+def pinned_vcpus_run_on_their_own_cpu():
+    cat = tempfile.mkdtemp(prefix="qd-pcat-", dir="/tmp")
+    machines = os.path.join(os.path.dirname(__file__), "..", "..", "machines")
+    for f in ("demo-kernel.vmlinuz", "demo-kernel.initrd"):
+        os.symlink(os.path.join(machines, f), os.path.join(cat, f))
+    conf = open(os.path.join(machines, "demo-kernel.conf")).read()
+    with open(os.path.join(cat, "demo-kernel.conf"), "w") as f:
+        f.write(conf + "\npin_cpus = yes\nmemory = 256M\n")
+    try:
+        svc = service(machines=cat)
+        s = svc.boot(cpus=1)
+        eventually(lambda: "vCPUs pinned" in svc.log(), 10, "the pinning")
+        pid = int(open(os.path.join(svc.state, "run", s["id"], "qemu.pid")).read())
+        vcpu = None
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            name = open(f"/proc/{pid}/task/{tid}/comm").read().strip()
+            if name.startswith("CPU 0/"):
+                vcpu = tid
+        assert vcpu, "no vCPU thread (debug-threads names them)"
+        allowed = [l for l in open(f"/proc/{pid}/task/{vcpu}/status")
+                   if l.startswith("Cpus_allowed_list")][0].split()[1]
+        assert allowed in ("0", "1"), f"vCPU 0 may run on {allowed}, not on one CPU"
+        # a second pinned session gets the other CPU, a third finds none free
+        t = svc.create(cpus=1)
+        status, out = svc.api("POST", "/api/v1/sessions", {"machine": "demo-kernel"})
+        assert status == 409 and "cpus" in out["error"]["message"], out
+        svc.wait_state(t["id"], "running", 30)
+    finally:
+        teardown()
+        subprocess.run(["rm", "-rf", cat])
+
+
+@isolated
+def gpus_this_host_lacks_are_refused_cleanly():
+    svc = service()
+    for gpu, want in (("vf", "SR-IOV"), ("passthrough", "passed through"),
+                      ("mdev", "mediated")):
+        status, out = svc.api("POST", "/api/v1/sessions", {"machine": "demo-kernel",
+                                                           "gpu": gpu})
+        assert status == 400 and out["error"]["message"].startswith("gpu:"), (gpu, out)
+        print(f"# {gpu}: {out['error']['message']}")
+    assert leftovers(svc.state) == []
+    status, host = svc.api("GET", "/api/v1/host")
+    for key in ("gpus", "vfs", "mdev_types", "render_nodes", "usb", "hugepages"):
+        assert key in host, key
+
+
+@isolated
+def host_check_reports_with_fixes():
+    out = subprocess.run([QDESK, "host", "check", "--json"], capture_output=True, text=True)
+    report = json.loads(out.stdout)
+    checks = {c["feature"]: c for c in report["checks"]}
+    # this host's CPU has no vmx/svm: KVM is reported failing, with what to do
+    kvm = checks["kvm"]
+    assert kvm["status"] == "fail" and "vmx or svm" in kvm["detail"] and kvm["fix"], kvm
+    assert checks["ovmf"]["status"] == "ok", checks["ovmf"]
+    assert report["ok"] is False and out.returncode != 0
+
+
+def teardown():
+    while services:
+        try:
+            services.pop().close()
+        except Exception as e:
+            print(f"# teardown: {e}")
+
+
+if __name__ == "__main__":
+    run_tests(teardown)
