@@ -36,6 +36,7 @@ san: $(SAN)/build.ninja
 FUZZ := build-fuzz
 $(FUZZ)/build.ninja:
 	CC=clang meson setup $(FUZZ) -Dfuzz=true -Dbuildtype=debugoptimized \
+	    -Dc_args=-fsanitize=fuzzer-no-link \
 	    -Db_sanitize=address,undefined -Db_lundef=false
 
 fuzz: $(FUZZ)/build.ninja

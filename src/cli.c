@@ -48,8 +48,10 @@ static struct catalog *load_catalog(const struct config *cfg, char *qemu_img, si
     char err[1024];
     if (cfg->qemu_img[0])
         snprintf(qemu_img, size, "%s", cfg->qemu_img);
-    else if (proc_find_exe("qemu-img", qemu_img, size) < 0) {
-        fprintf(stderr, "qdesk: qemu-img is not installed (Debian package qemu-utils)\n");
+    if ((cfg->qemu_img[0] && access(qemu_img, X_OK) < 0) ||
+        (!cfg->qemu_img[0] && proc_find_exe("qemu-img", qemu_img, size) < 0)) {
+        fprintf(stderr, "qdesk: qemu-img%s%s is not installed (Debian package qemu-utils)\n",
+                cfg->qemu_img[0] ? " at " : "", cfg->qemu_img);
         return NULL;
     }
     struct catalog *c = catalog_load(cfg->machines, qemu_img, err, sizeof(err));

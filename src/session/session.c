@@ -428,8 +428,10 @@ struct sessions *sessions_new(const struct config *cfg, struct loop *loop,
     }
     if (cfg->qemu_img[0])
         snprintf(ss->qemu_img, sizeof(ss->qemu_img), "%s", cfg->qemu_img);
-    else if (proc_find_exe("qemu-img", ss->qemu_img, sizeof(ss->qemu_img)) < 0) {
-        snprintf(err, errsz, "qemu-img is not installed (Debian package qemu-utils)");
+    if ((cfg->qemu_img[0] && access(ss->qemu_img, X_OK) < 0) ||
+        (!cfg->qemu_img[0] && proc_find_exe("qemu-img", ss->qemu_img, sizeof(ss->qemu_img)) < 0)) {
+        snprintf(err, errsz, "qemu-img%s%s is not installed (Debian package qemu-utils)",
+                 cfg->qemu_img[0] ? " at " : "", cfg->qemu_img);
         goto fail;
     }
     if (cfg->qemu_user[0]) {

@@ -82,10 +82,11 @@ enum MHD_Result viewer_info(struct http_request *r)
         json_pack("{s:s, s:s, s:I, s:b, s:b, s:b}", "state", session_state_name(s->state),
                   "machine", s->machine, "expires_at", (json_int_t)s->expires_at, "view_only",
                   view_only, "oneshot", s->oneshot, "used", s->oneshot && s->viewers_total > 0);
-    /* an ended session is gone, but says so while it is remembered */
+    /* an ended session's link opens nothing, but says what became of it while the
+     * session is remembered */
     if (!session_state_live(s->state))
         json_object_set_new(info, "ended_at", json_integer(s->ended_at));
-    return http_reply_json(r, session_state_live(s->state) ? MHD_HTTP_OK : MHD_HTTP_GONE, info);
+    return http_reply_json(r, MHD_HTTP_OK, info);
 }
 
 /* Draws the QR code as one SVG path of unit squares, with the quiet zone the

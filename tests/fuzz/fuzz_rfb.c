@@ -76,9 +76,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t n_again = run(&reparse, out_view, n_view, seed, again, &ok_again);
     check(ok_again); /* only whole, valid messages are ever forwarded */
     check(n_again <= n_view);
-    static const enum rfb_msg input[] = {RFB_KEY_EVENT,     RFB_POINTER_EVENT,
-                                         RFB_CLIENT_CUT_TEXT, RFB_SET_DESKTOP_SIZE,
-                                         RFB_QEMU_EXTENDED_KEY_EVENT, RFB_XVP};
+    static const enum rfb_msg input[] = {
+        RFB_KEY_EVENT,        RFB_POINTER_EVENT,           RFB_CLIENT_CUT_TEXT,
+        RFB_SET_DESKTOP_SIZE, RFB_QEMU_EXTENDED_KEY_EVENT, RFB_XVP};
     for (size_t k = 0; k < sizeof(input) / sizeof(input[0]); k++) {
         check(reparse.forwarded[input[k]] == 0);
         check(view.forwarded[input[k]] == 0);

@@ -26,7 +26,7 @@
 static struct loop *loop;
 static struct wsproxy *proxy;
 static int lfd = -1;
-static char sock_path[108];
+static char dir[] = "/tmp/qdesk-fuzz-ws-XXXXXX", sock_path[108];
 static int closes;
 
 static void check(int cond)
@@ -46,12 +46,12 @@ static void on_close(void *ctx, int fd, const char *reason)
 static void cleanup(void)
 {
     unlink(sock_path);
+    rmdir(dir);
 }
 
 static void setup(void)
 {
     log_set_level(LOG_ERROR);
-    char dir[] = "/tmp/qdesk-fuzz-ws-XXXXXX";
     check(mkdtemp(dir) != NULL);
     snprintf(sock_path, sizeof(sock_path), "%s/vnc.sock", dir);
     lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -62,8 +62,10 @@ static void setup(void)
     atexit(cleanup);
     loop = loop_new();
     /* small buffers and short timeouts so that every path is reached quickly */
-    struct wsproxy_opts o = {.buffer_size = 16 << 10, .ping_interval_ms = 5,
-                             .idle_timeout_ms = 1000, .close_timeout_ms = 20};
+    struct wsproxy_opts o = {.buffer_size = 16 << 10,
+                             .ping_interval_ms = 5,
+                             .idle_timeout_ms = 1000,
+                             .close_timeout_ms = 20};
     proxy = wsproxy_new(loop, &o);
     check(loop && proxy);
 }
@@ -89,7 +91,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct wsproxy_accept acc;
     int status;
     char err[256];
-    if (wsproxy_parse_request((const char *)data, size, &req, &status, err, sizeof(err)) > 0)
+    if (wsproxy_parse_request((const char *)data, size, &req, &status, err, sizeof(err)) >
+        0)
         wsproxy_handshake(req.key, req.version, req.protocols, &acc, err, sizeof(err));
 
     uint8_t flags = data[0];

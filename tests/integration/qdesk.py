@@ -39,11 +39,14 @@ def test(fn):
     return fn
 
 
-def run_tests(teardown=None):
-    """Runs the registered tests in order, printing TAP; exits with the outcome."""
+def run_tests(teardown=None, setup=None):
+    """Runs the registered tests in order, printing TAP; exits with the outcome.
+    setup runs first, only when some test is chosen."""
     only = os.environ.get("QDESK_TEST_FILTER")
     chosen = [t for t in _tests if not only or only in t.__name__]
     print(f"1..{len(chosen)}", flush=True)
+    if chosen and setup:
+        setup()
     failed = 0
     for i, fn in enumerate(chosen, 1):
         start = time.monotonic()
@@ -79,6 +82,16 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def process_gone(pid):
+    """True when pid has exited (a zombie waiting for its reaper counts as gone: a
+    QEMU orphaned by a killed service is reaped by init, which may take its time)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except FileNotFoundError:
+        return True
 
 
 def leftovers(state):
@@ -229,19 +242,26 @@ class Service:
                           self.session(sid, login), timeout, f"session {sid} to be {state}")
 
     def serial(self, sid, login=None):
+        """The guest's console so far, with the tty's CR LF line ends made LF."""
         status, body = self.api("GET", f"/api/v1/sessions/{sid}/serial", login=login)
-        return body if status == 200 else ""
+        return body.replace("\r\n", "\n") if status == 200 else ""
 
     def wait_serial(self, sid, pattern, timeout=30, login=None):
         """Waits for a line matching the regular expression in the guest's console."""
         rx = re.compile(pattern, re.M)
-        return eventually(lambda: rx.search(self.serial(sid, login)), timeout,
-                          f"/{pattern}/ on the serial console of {sid}").group(0)
+        try:
+            return eventually(lambda: rx.search(self.serial(sid, login)), timeout,
+                              f"/{pattern}/ on the serial console of {sid}").group(0)
+        except AssertionError as e:
+            tail = "\n".join(self.serial(sid, login).splitlines()[-12:])
+            raise AssertionError(f"{e}\nthe console ends with:\n{tail}") from None
 
     def boot(self, login=None, **fields):
-        """Creates a session and waits until its desktop is drawn."""
+        """Creates a session and waits until its desktop is drawn and its pointer (the
+        USB tablet, which the guest finds a moment later) takes input."""
         s = self.create(login=login, **fields)
         self.wait_serial(s["id"], r"^QDESK-DEMO-READY", 60, login=login)
+        self.wait_serial(s["id"], r"^QDESK-INPUT .*Tablet", 20, login=login)
         return self.session(s["id"], login)
 
 

@@ -10,11 +10,17 @@ import time
 from qdesk import (LINUX_KEYCODE, RFB, Service, WebSocket, distinct_colours, eventually,
                    keysym, run_tests, test)
 
-svc = Service(name="proxy").start()
-demo = svc.boot(memory_mb=256)
-SID = demo["id"]
-CONTROL = demo["url"].rsplit("/", 1)[1]
-VIEW = demo["view_url"].rsplit("/", 1)[1]
+svc = SID = CONTROL = VIEW = None
+
+
+def setup():
+    """One service and one demo desktop that every test shares."""
+    global svc, SID, CONTROL, VIEW
+    svc = Service(name="proxy").start()
+    demo = svc.boot(memory_mb=256)
+    SID = demo["id"]
+    CONTROL = demo["url"].rsplit("/", 1)[1]
+    VIEW = demo["view_url"].rsplit("/", 1)[1]
 
 
 def viewer(token):
@@ -123,7 +129,7 @@ def one_shot_link_admits_one_viewer_and_ends_with_it():
     ws.close()
     svc.wait_state(s["id"], "stopped", 40)
     status, info = svc.api("GET", f"/s/{token}/info")
-    assert status == 410 and info["state"] == "stopped", (status, info)
+    assert status == 200 and info["state"] == "stopped" and info["ended_at"], (status, info)
 
 
 @test
@@ -140,4 +146,4 @@ def stopping_a_session_closes_its_viewers():
 
 
 if __name__ == "__main__":
-    run_tests(svc.close)
+    run_tests(lambda: svc and svc.close(), setup)

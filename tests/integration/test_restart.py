@@ -7,9 +7,14 @@ import signal
 import time
 
 from qdesk import (LINUX_KEYCODE, RFB, Service, WebSocket, distinct_colours, eventually,
-                   keysym, leftovers, run_tests, test)
+                   keysym, leftovers, process_gone, run_tests, test)
 
-svc = Service(name="restart").start()
+svc = None
+
+
+def setup():
+    global svc
+    svc = Service(name="restart").start()
 
 
 def qemu_pid(sid):
@@ -26,7 +31,7 @@ def kill_9_restart_reattach_and_the_link_still_works():
     pid = qemu_pid(s["id"])
     svc.kill9()
     time.sleep(0.5)
-    assert os.path.exists(f"/proc/{pid}"), "the VM died with the service"
+    assert not process_gone(pid), "the VM died with the service"
     svc.start()
     assert "1 session reattached" in svc.log(), svc.log()[-2000:]
     again = svc.session(s["id"])
@@ -41,7 +46,7 @@ def kill_9_restart_reattach_and_the_link_still_works():
     # reattached VMs stop as gracefully as the others
     svc.api("DELETE", f"/api/v1/sessions/{s['id']}")
     svc.wait_state(s["id"], "stopped", 40)
-    assert not os.path.exists(f"/proc/{pid}")
+    assert process_gone(pid)
     assert leftovers(svc.state) == []
 
 
@@ -51,7 +56,7 @@ def vm_that_died_meanwhile_is_cleaned_up():
     pid = qemu_pid(s["id"])
     svc.kill9()
     os.kill(pid, signal.SIGKILL)
-    eventually(lambda: not os.path.exists(f"/proc/{pid}"), 5, "QEMU to die")
+    eventually(lambda: process_gone(pid), 5, "QEMU to die")
     stray = os.path.join(svc.state, "run", "0000000000000000")
     os.makedirs(stray)
     svc.start()
@@ -75,4 +80,4 @@ def a_used_one_shot_session_ends_at_restart():
 
 
 if __name__ == "__main__":
-    run_tests(svc.close)
+    run_tests(lambda: svc and svc.close(), setup)

@@ -80,6 +80,7 @@ struct env {
 };
 
 static struct env *current_env; /* for on_close, which has only the socket */
+static pid_t proxy_child;       /* a running `qdesk proxy`, ended by the teardown */
 
 static void on_close(void *ctx, int fd, const char *reason)
 {
@@ -1019,6 +1020,7 @@ static void qdesk_proxy_serves_browsers_on_a_tcp_port(void **state)
     snprintf(listen_on, sizeof(listen_on), "127.0.0.1:%d", port);
     pid_t pid = fork();
     assert_true(pid >= 0);
+    proxy_child = pid;
     if (pid == 0) {
         char *argv[] = {"proxy", listen_on, e.sock, NULL};
         _exit(wsproxy_main(3, argv));
@@ -1082,6 +1084,7 @@ static void qdesk_proxy_serves_browsers_on_a_tcp_port(void **state)
     int status;
     assert_int_equal(kill(pid, SIGTERM), 0);
     assert_int_equal(waitpid(pid, &status, 0), pid);
+    proxy_child = 0;
     assert_true(WIFEXITED(status));
     assert_int_equal(WEXITSTATUS(status), 0);
     uint8_t closing[4];
@@ -1093,25 +1096,45 @@ static void qdesk_proxy_serves_browsers_on_a_tcp_port(void **state)
     env_done(&e);
 }
 
+/* After a failed test: end its proxy process and remove its socket directory
+ * (env_done() did not run). */
+static int leftovers(void **state)
+{
+    (void)state;
+    if (proxy_child > 0) {
+        kill(proxy_child, SIGKILL);
+        waitpid(proxy_child, NULL, 0);
+        proxy_child = 0;
+    }
+    if (current_env) {
+        unlink(current_env->sock);
+        rmdir(current_env->dir);
+        current_env = NULL;
+    }
+    return 0;
+}
+
+#define TEST(f) cmocka_unit_test_teardown(f, leftovers)
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(the_handshake_answers_as_rfc6455_says),
-        cmocka_unit_test(upgrade_requests_are_parsed_strictly),
-        cmocka_unit_test(a_view_only_key_never_reaches_the_vnc_socket),
-        cmocka_unit_test(a_control_viewers_input_arrives_byte_exact),
-        cmocka_unit_test(bytes_read_with_the_request_are_not_lost),
-        cmocka_unit_test(an_rfb_error_closes_that_viewer_and_not_the_other),
-        cmocka_unit_test(malformed_frames_are_refused_with_1002),
-        cmocka_unit_test(a_frame_larger_than_the_buffer_is_streamed),
-        cmocka_unit_test(a_browser_that_stops_reading_stops_the_vnc_reads),
-        cmocka_unit_test(a_vnc_server_that_stops_reading_stops_the_browser_reads),
-        cmocka_unit_test(when_the_vnc_server_closes_the_browser_gets_a_close_frame),
-        cmocka_unit_test(an_unreachable_vm_display_is_close_1011),
-        cmocka_unit_test(the_browsers_close_is_echoed),
-        cmocka_unit_test(pings_are_answered_and_a_silent_browser_is_dropped),
-        cmocka_unit_test(closing_a_session_ends_its_viewers_only),
-        cmocka_unit_test(qdesk_proxy_serves_browsers_on_a_tcp_port),
+        TEST(the_handshake_answers_as_rfc6455_says),
+        TEST(upgrade_requests_are_parsed_strictly),
+        TEST(a_view_only_key_never_reaches_the_vnc_socket),
+        TEST(a_control_viewers_input_arrives_byte_exact),
+        TEST(bytes_read_with_the_request_are_not_lost),
+        TEST(an_rfb_error_closes_that_viewer_and_not_the_other),
+        TEST(malformed_frames_are_refused_with_1002),
+        TEST(a_frame_larger_than_the_buffer_is_streamed),
+        TEST(a_browser_that_stops_reading_stops_the_vnc_reads),
+        TEST(a_vnc_server_that_stops_reading_stops_the_browser_reads),
+        TEST(when_the_vnc_server_closes_the_browser_gets_a_close_frame),
+        TEST(an_unreachable_vm_display_is_close_1011),
+        TEST(the_browsers_close_is_echoed),
+        TEST(pings_are_answered_and_a_silent_browser_is_dropped),
+        TEST(closing_a_session_ends_its_viewers_only),
+        TEST(qdesk_proxy_serves_browsers_on_a_tcp_port),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
