@@ -51,26 +51,8 @@ static int none_plan(const char *sysroot, const struct gpu_request *req,
     return 0;
 }
 
-static int none_prepare(const char *sysroot, struct gpu_grant *g, char *err, size_t errsz)
-{
-    (void)sysroot;
-    (void)g;
-    (void)err;
-    (void)errsz;
-    return 0;
-}
-
-static int none_release(const char *sysroot, const struct gpu_grant *g, char *err,
-                        size_t errsz)
-{
-    (void)sysroot;
-    (void)g;
-    (void)err;
-    (void)errsz;
-    return 0;
-}
-
-const struct gpu_ops gpu_none_ops = {"none", none_plan, none_prepare, none_release};
+/* Nothing to prepare or release. */
+const struct gpu_ops gpu_none_ops = {"none", none_plan, NULL, NULL};
 
 /* --- dispatch -------------------------------------------------------------------- */
 
@@ -110,7 +92,7 @@ int gpu_prepare(const char *sysroot, struct gpu_grant *g, char *err, size_t errs
         snprintf(err, errsz, "gpu: unknown kind %d", (int)g->kind);
         return -1;
     }
-    return ops->prepare(sysroot, g, err, errsz);
+    return ops->prepare ? ops->prepare(sysroot, g, err, errsz) : 0;
 }
 
 int gpu_release(const char *sysroot, const struct gpu_grant *g, char *err, size_t errsz)
@@ -120,7 +102,7 @@ int gpu_release(const char *sysroot, const struct gpu_grant *g, char *err, size_
         snprintf(err, errsz, "gpu: unknown kind %d", (int)g->kind);
         return -1;
     }
-    return ops->release(sysroot, g, err, errsz);
+    return ops->release ? ops->release(sysroot, g, err, errsz) : 0;
 }
 
 /* --- shared rules ---------------------------------------------------------------- */

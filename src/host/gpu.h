@@ -106,10 +106,10 @@ struct gpu_ops {
     int (*plan)(const char *sysroot, const struct gpu_request *req, struct gpu_grant *g,
                 char *err, size_t errsz);
     /* Makes the host match g and records original drivers in g. On failure undoes
-     * what it did. Returns 0, or -1 with err. */
+     * what it did. Returns 0, or -1 with err. NULL: nothing to do (none, virgl). */
     int (*prepare)(const char *sysroot, struct gpu_grant *g, char *err, size_t errsz);
     /* Undoes prepare from g alone. Safe to repeat and after a partial prepare.
-     * Returns 0, or -1 with err. */
+     * Returns 0, or -1 with err. NULL: nothing to do. */
     int (*release)(const char *sysroot, const struct gpu_grant *g, char *err,
                    size_t errsz);
 };

@@ -43,24 +43,5 @@ static int virgl_plan(const char *sysroot, const struct gpu_request *req,
     return 0;
 }
 
-static int virgl_prepare(const char *sysroot, struct gpu_grant *g, char *err,
-                         size_t errsz)
-{
-    (void)sysroot;
-    (void)g;
-    (void)err;
-    (void)errsz;
-    return 0;
-}
-
-static int virgl_release(const char *sysroot, const struct gpu_grant *g, char *err,
-                         size_t errsz)
-{
-    (void)sysroot;
-    (void)g;
-    (void)err;
-    (void)errsz;
-    return 0;
-}
-
-const struct gpu_ops gpu_virgl_ops = {"virgl", virgl_plan, virgl_prepare, virgl_release};
+/* The render node is shared: nothing to prepare or release. */
+const struct gpu_ops gpu_virgl_ops = {"virgl", virgl_plan, NULL, NULL};

@@ -2,6 +2,7 @@
 
 #include "catalog/catalog.h"
 #include "config.h"
+#include "host/load.h"
 #include "qemu/accel.h"
 #include "util/argv.h"
 #include "util/fs.h"
@@ -412,23 +413,6 @@ int spec_resolve(const struct spec_request *req, const struct catalog_machine *m
     return 0;
 }
 
-/* Reads MemTotal from meminfo in MiB. */
-static uint64_t read_mem_total_mb(const char *sysroot)
-{
-    char path[PATH_MAX];
-    if (fs_join(path, sizeof(path), sysroot, "/proc/meminfo") < 0)
-        return 0;
-    FILE *f = fopen(path, "re");
-    unsigned long long kb = 0;
-    char line[256];
-    while (f && fgets(line, sizeof(line), f))
-        if (sscanf(line, "MemTotal: %llu kB", &kb) == 1)
-            break;
-    if (f)
-        fclose(f);
-    return kb / 1024;
-}
-
 static void find_file(char *out, size_t outsz, const char *configured)
 {
     if (configured[0] && access(configured, R_OK) == 0)
@@ -444,7 +428,8 @@ int spec_host_probe(const struct config *cfg, struct spec_host *host)
     snprintf(host->arch, sizeof(host->arch), "%s", uname(&u) == 0 ? u.machine : "x86_64");
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     host->cores = cores > 0 ? (unsigned)cores : 1;
-    host->memory_mb = read_mem_total_mb(cfg->sysroot);
+    long long total = load_meminfo_mb(cfg->sysroot, "MemTotal");
+    host->memory_mb = total > 0 ? (uint64_t)total : 0;
     snprintf(host->accel, sizeof(host->accel), "%s", cfg->accel);
     host->kvm_usable = accel_kvm_usable(cfg->sysroot, host->arch, host->kvm_why,
                                         sizeof(host->kvm_why));

@@ -1,6 +1,6 @@
 #include "session/admission.h"
 
-#include "util/fs.h"
+#include "host/load.h"
 
 #include <limits.h>
 #include <stdio.h>
@@ -19,34 +19,6 @@ const char *admission_reason_name(enum admission_reason r)
         "min_mem_available_mb",
     };
     return r < ADMIT_REASONS ? names[r] : "?";
-}
-
-/* Reads the 1-minute load average; -1 when unknown. */
-static double load_1min(const char *sysroot)
-{
-    char path[PATH_MAX], line[128];
-    double load;
-    if (fs_join(path, sizeof(path), sysroot, "/proc/loadavg") < 0 ||
-        fs_read_line(path, line, sizeof(line)) < 0 || sscanf(line, "%lf", &load) != 1)
-        return -1;
-    return load;
-}
-
-/* Reads MemAvailable in MiB; -1 when unknown. */
-static long long mem_available_mb(const char *sysroot)
-{
-    char path[PATH_MAX];
-    if (fs_join(path, sizeof(path), sysroot, "/proc/meminfo") < 0)
-        return -1;
-    char *info = fs_read_file(path, 1 << 16, NULL);
-    if (!info)
-        return -1;
-    long long kb = -1;
-    const char *p = strstr(info, "MemAvailable:");
-    if (p)
-        sscanf(p, "MemAvailable: %lld kB", &kb);
-    free(info);
-    return kb < 0 ? -1 : kb / 1024;
 }
 
 enum admission_reason admission_check(const struct config *cfg, const struct spec_host *host,
@@ -88,15 +60,15 @@ enum admission_reason admission_check(const struct config *cfg, const struct spe
                  (unsigned long long)host->memory_mb, cfg->user_memory_fraction, mem_limit);
         return ADMIT_USER_MEMORY;
     }
-    double load = load_1min(cfg->sysroot);
-    if (load >= 0 && load / host->cores > cfg->max_load_per_core) {
+    double load[3];
+    if (load_average(cfg->sysroot, load) == 0 && load[0] / host->cores > cfg->max_load_per_core) {
         snprintf(msg, msgsz,
                  "the host is busy: its load is %.2f per core, above the limit "
                  "(max_load_per_core) %.2f; try again in a few minutes",
-                 load / host->cores, cfg->max_load_per_core);
+                 load[0] / host->cores, cfg->max_load_per_core);
         return ADMIT_LOAD;
     }
-    long long avail = mem_available_mb(cfg->sysroot);
+    long long avail = load_meminfo_mb(cfg->sysroot, "MemAvailable");
     if (avail >= 0 &&
         (long long)memory_mb + (long long)cfg->min_mem_available_mb > avail) {
         snprintf(msg, msgsz,

@@ -12,7 +12,6 @@
 
 #include <dirent.h>
 #include <sodium.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,19 +22,6 @@
 #define K_HUGEPAGES "hugepages"
 #define K_CPU       "cpu"
 #define K_CPUPLAN   "cpuplan"
-
-static void fail(struct session_error *e, enum session_refusal kind, const char *code,
-                 const char *fmt, ...) __attribute__((format(printf, 4, 5)));
-static void fail(struct session_error *e, enum session_refusal kind, const char *code,
-                 const char *fmt, ...)
-{
-    e->kind = kind;
-    snprintf(e->code, sizeof(e->code), "%s", code);
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(e->message, sizeof(e->message), fmt, ap);
-    va_end(ap);
-}
 
 /* A mediated device's UUID follows from the session's name, so the same session
  * always names the same device and `qdesk args` is reproducible. */
@@ -292,7 +278,7 @@ static int acquire_gpu(struct store *st, const struct config *cfg, const char *i
          * kernel, and the device itself is claimed under its UUID */
         if (plan_gpu(cfg, req, spec, NULL, err, sizeof(err)) < 0) {
             bool full = strstr(err, "no free instance") != NULL;
-            fail(e, full ? SESSION_BUSY : SESSION_BAD_REQUEST,
+            session_refuse(e, full ? SESSION_BUSY : SESSION_BAD_REQUEST,
                  full ? "device_busy" : "invalid_field", "%s", err);
             return -1;
         }
@@ -301,7 +287,7 @@ static int acquire_gpu(struct store *st, const struct config *cfg, const char *i
         char unit[96];
         snprintf(unit, sizeof(unit), "mdev:%s", spec->gpu_grant.mdev_uuid);
         if (claim_json(st, K_GPU, unit, id, gpu_grant_to_json(&spec->gpu_grant)) != 1) {
-            fail(e, SESSION_BUSY, "device_busy", "gpu: %s is in use", unit);
+            session_refuse(e, SESSION_BUSY, "device_busy", "gpu: %s is in use", unit);
             return -1;
         }
         goto prepare;
@@ -311,7 +297,7 @@ static int acquire_gpu(struct store *st, const struct config *cfg, const char *i
     size_t n = 0, usable = 0;
     if (inventory_list(cfg->sysroot, ik, cfg->allow_host_console, &units, &n, err,
                        sizeof(err)) < 0) {
-        fail(e, SESSION_INTERNAL, "host", "gpu: %s", err);
+        session_refuse(e, SESSION_INTERNAL, "host", "gpu: %s", err);
         return -1;
     }
     char why[1024] = "";
@@ -329,7 +315,7 @@ static int acquire_gpu(struct store *st, const struct config *cfg, const char *i
         int c = claim_json(st, K_GPU, units[i].id, id, gpu_grant_to_json(&spec->gpu_grant));
         if (c < 0) {
             free(units);
-            fail(e, SESSION_INTERNAL, "store", "gpu: the claim could not be recorded");
+            session_refuse(e, SESSION_INTERNAL, "store", "gpu: the claim could not be recorded");
             return -1;
         }
         got = c == 1;
@@ -337,12 +323,12 @@ static int acquire_gpu(struct store *st, const struct config *cfg, const char *i
     free(units);
     if (!got) {
         if (usable)
-            fail(e, SESSION_BUSY, "device_busy",
+            session_refuse(e, SESSION_BUSY, "device_busy",
                  "gpu: every %s on this host is in use (%zu of %zu); try again later",
                  req->gpu == SPEC_GPU_VF ? "VF" : "GPU that can be passed through", usable,
                  usable);
         else
-            fail(e, SESSION_BAD_REQUEST, "invalid_field", "gpu: this host has no %s%s%s",
+            session_refuse(e, SESSION_BAD_REQUEST, "invalid_field", "gpu: this host has no %s%s%s",
                  req->gpu == SPEC_GPU_VF ? "SR-IOV VF" : "GPU that can be passed through",
                  why[0] ? ": " : "", why);
         return -1;
@@ -352,7 +338,7 @@ prepare:;
     if (gpu_prepare(cfg->sysroot, g, err, sizeof(err)) < 0 ||
         (user && user->set && gpu_grant_chown(cfg->sysroot, g, user->uid, user->gid, err,
                                               sizeof(err)) < 0)) {
-        fail(e, SESSION_INTERNAL, "device_failed", "%s", err);
+        session_refuse(e, SESSION_INTERNAL, "device_failed", "%s", err);
         return -1; /* the caller releases the claim */
     }
     /* Record the drivers prepare found, which release restores. */
@@ -383,7 +369,7 @@ static int acquire_usb(struct store *st, const struct config *cfg, const char *i
     if (usb_scan(cfg->sysroot, &list, why, sizeof(why)) < 0 ||
         usb_resolve(&list, request, &d, why, sizeof(why)) < 0) {
         usb_list_free(&list);
-        fail(e, SESSION_BAD_REQUEST, "invalid_field", "%s%s",
+        session_refuse(e, SESSION_BAD_REQUEST, "invalid_field", "%s%s",
              strncmp(why, "usb:", 4) ? "usb: " : "", why);
         return -1;
     }
@@ -396,7 +382,7 @@ static int acquire_usb(struct store *st, const struct config *cfg, const char *i
                                  (int)d->devnum, "devpath", d->devpath, "chowned", chown,
                                  "request", request));
     if (c != 1) {
-        fail(e, c == 0 ? SESSION_BUSY : SESSION_INTERNAL, "device_busy",
+        session_refuse(e, c == 0 ? SESSION_BUSY : SESSION_INTERNAL, "device_busy",
              "usb: %s (%s) is in use by another session", d->port, d->name);
         usb_list_free(&list);
         return -1;
@@ -405,7 +391,7 @@ static int acquire_usb(struct store *st, const struct config *cfg, const char *i
     snprintf(out->devpath, sizeof(out->devpath), "%s", d->devpath);
     usb_list_free(&list);
     if (chown && hostw_chown(cfg->sysroot, path, user->uid, user->gid, why, sizeof(why)) < 0) {
-        fail(e, SESSION_INTERNAL, "device_failed", "usb: %s", why);
+        session_refuse(e, SESSION_INTERNAL, "device_failed", "usb: %s", why);
         store_alloc_release_unit(st, K_USB, unit);
         return -1;
     }
@@ -431,7 +417,7 @@ static int acquire_cpus(struct store *st, const struct config *cfg, const char *
     char err[512];
     busy_cpus(st, &busy);
     if (plan_cpus(cfg, spec, &busy, &plan, err, sizeof(err)) < 0) {
-        fail(e, SESSION_BUSY, "device_busy", "%s", err);
+        session_refuse(e, SESSION_BUSY, "device_busy", "%s", err);
         return -1;
     }
     json_t *cpus = json_array(), *emu = json_array();
@@ -441,7 +427,7 @@ static int acquire_cpus(struct store *st, const struct config *cfg, const char *
         if (claim_json(st, K_CPU, unit, id, json_pack("{s:i}", "vcpu", (int)i)) != 1) {
             json_decref(cpus);
             json_decref(emu);
-            fail(e, SESSION_BUSY, "device_busy", "cpus: host CPU %d is pinned already",
+            session_refuse(e, SESSION_BUSY, "device_busy", "cpus: host CPU %d is pinned already",
                  plan.vcpu_cpu[i]);
             return -1;
         }
@@ -472,7 +458,7 @@ int alloc_acquire(struct store *st, const struct config *cfg, const char *id,
         unsigned long count = hugepages_count(spec->memory_mb, spec->hugepages_kb);
         char err[512], unit[64];
         if (hugepages_reserve(cfg->sysroot, spec->hugepages_kb, count, err, sizeof(err)) < 0) {
-            fail(e, SESSION_FULL, "hugepages", "hugepages: %s", err);
+            session_refuse(e, SESSION_FULL, "hugepages", "hugepages: %s", err);
             goto fail;
         }
         snprintf(unit, sizeof(unit), "hugepages:%s", id);
@@ -565,7 +551,7 @@ int alloc_usb_detach(struct store *st, const struct config *cfg, const char *id,
     }
     claims_free(&l);
     if (rc < 0)
-        fail(e, SESSION_NOT_FOUND, "not_found", "usb: session %s holds no device %s", id,
+        session_refuse(e, SESSION_NOT_FOUND, "not_found", "usb: session %s holds no device %s", id,
              request);
     return rc;
 }

@@ -83,10 +83,8 @@ static int64_t now_s(void)
     return (int64_t)time(NULL);
 }
 
-static void refuse(struct session_error *e, enum session_refusal kind, const char *code,
-                   const char *fmt, ...) __attribute__((format(printf, 4, 5)));
-static void refuse(struct session_error *e, enum session_refusal kind, const char *code,
-                   const char *fmt, ...)
+void session_refuse(struct session_error *e, enum session_refusal kind, const char *code,
+                    const char *fmt, ...)
 {
     e->kind = kind;
     snprintf(e->code, sizeof(e->code), "%s", code);
@@ -540,12 +538,12 @@ struct session *sessions_create(struct sessions *ss, const char *owner,
     const struct catalog_machine *m = catalog_lookup(ss->catalog, req->machine, err,
                                                      sizeof(err));
     if (!m) {
-        refuse(e, SESSION_BAD_REQUEST, "invalid_field", "%s", err);
+        session_refuse(e, SESSION_BAD_REQUEST, "invalid_field", "%s", err);
         return NULL;
     }
     struct session *s = calloc(1, sizeof(*s));
     if (!s) {
-        refuse(e, SESSION_INTERNAL, "internal", "out of memory");
+        session_refuse(e, SESSION_INTERNAL, "internal", "out of memory");
         return NULL;
     }
     s->pidfd = -1;
@@ -555,7 +553,7 @@ struct session *sessions_create(struct sessions *ss, const char *owner,
     struct vm_spec spec;
     if (spec_resolve(req, m, &ss->host, &ss->limits, s->id, s->rundir, &spec, err,
                      sizeof(err)) < 0) {
-        refuse(e, SESSION_BAD_REQUEST, "invalid_field", "%s", err);
+        session_refuse(e, SESSION_BAD_REQUEST, "invalid_field", "%s", err);
         free(s);
         return NULL;
     }
@@ -566,7 +564,7 @@ struct session *sessions_create(struct sessions *ss, const char *owner,
     if (why != ADMIT_OK) {
         ss->stats.refusals[why]++;
         log_info("session refused for %s: %s: %s", owner, admission_reason_name(why), err);
-        refuse(e, SESSION_FULL, admission_reason_name(why), "%s", err);
+        session_refuse(e, SESSION_FULL, admission_reason_name(why), "%s", err);
         free(s);
         return NULL;
     }
@@ -579,7 +577,7 @@ struct session *sessions_create(struct sessions *ss, const char *owner,
     struct argv a;
     argv_init(&a);
     if (qemu_build_cmdline(&a, &spec) < 0) {
-        refuse(e, SESSION_BAD_REQUEST, "invalid_field", "%s", a.err);
+        session_refuse(e, SESSION_BAD_REQUEST, "invalid_field", "%s", a.err);
         argv_free(&a);
         alloc_release(ss->store, ss->cfg, s->id);
         free(s);
@@ -612,7 +610,7 @@ struct session *sessions_create(struct sessions *ss, const char *owner,
         vm_spawn(&s->vm, &spec, &a, &ss->user, NULL, 0, err, sizeof(err)) < 0) {
         argv_free(&a);
         log_error("session %s: cannot start: %s", s->id, err);
-        refuse(e, SESSION_INTERNAL, "start_failed", "%s", err);
+        session_refuse(e, SESSION_INTERNAL, "start_failed", "%s", err);
         vm_cleanup(&s->vm);
         fs_remove_tree(s->rundir);
         alloc_release(ss->store, ss->cfg, s->id);
@@ -752,7 +750,7 @@ int sessions_extend(struct sessions *ss, struct session *s, uint64_t seconds,
                     struct session_error *e)
 {
     if (!session_state_live(s->state) || s->state == SESSION_STOPPING) {
-        refuse(e, SESSION_BAD_REQUEST, "not_running", "session %s is %s", s->id,
+        session_refuse(e, SESSION_BAD_REQUEST, "not_running", "session %s is %s", s->id,
                session_state_name(s->state));
         return -1;
     }
@@ -762,7 +760,7 @@ int sessions_extend(struct sessions *ss, struct session *s, uint64_t seconds,
         char max[32], want[32];
         units_format_duration(ss->limits.max_lifetime_s, max, sizeof(max));
         units_format_duration(total, want, sizeof(want));
-        refuse(e, SESSION_BAD_REQUEST, "invalid_field",
+        session_refuse(e, SESSION_BAD_REQUEST, "invalid_field",
                seconds == 0 ? "seconds: must be at least 1"
                             : "seconds: the session would live %s, more than the limit "
                               "(max_lifetime_s) of %s",
@@ -852,11 +850,11 @@ int sessions_usb_attach(struct sessions *ss, struct session *s, const char *devi
     char err[512];
     struct spec_request probe = {0};
     if (spec_request_set(&probe, "usb", device, err, sizeof(err)) < 0) {
-        refuse(e, SESSION_BAD_REQUEST, "invalid_field", "%s", err);
+        session_refuse(e, SESSION_BAD_REQUEST, "invalid_field", "%s", err);
         return -1;
     }
     if (s->state != SESSION_RUNNING) {
-        refuse(e, SESSION_BAD_REQUEST, "not_running", "session %s is %s", s->id,
+        session_refuse(e, SESSION_BAD_REQUEST, "not_running", "session %s is %s", s->id,
                session_state_name(s->state));
         return -1;
     }
@@ -865,7 +863,7 @@ int sessions_usb_attach(struct sessions *ss, struct session *s, const char *devi
         return -1;
     struct usb_plug *p = calloc(1, sizeof(*p));
     if (!p) {
-        refuse(e, SESSION_INTERNAL, "internal", "out of memory");
+        session_refuse(e, SESSION_INTERNAL, "internal", "out of memory");
         return -1;
     }
     p->cb = cb;
@@ -886,7 +884,7 @@ int sessions_usb_attach(struct sessions *ss, struct session *s, const char *devi
         if (p->unit[0])
             alloc_usb_detach(ss->store, ss->cfg, s->id, p->unit, &dev, e);
         free(p);
-        refuse(e, SESSION_BAD_REQUEST, "not_running", "session %s has no QMP connection",
+        session_refuse(e, SESSION_BAD_REQUEST, "not_running", "session %s has no QMP connection",
                s->id);
         return -1;
     }
@@ -911,7 +909,7 @@ int sessions_usb_detach(struct sessions *ss, struct session *s, const char *devi
             return -1;
     } else if (strspn(device, "abcdefghijklmnopqrstuvwxyz0123456789-") != strlen(device) ||
                strlen(device) >= sizeof(id)) {
-        refuse(e, SESSION_BAD_REQUEST, "invalid_field", "device: '%s' is not a device id",
+        session_refuse(e, SESSION_BAD_REQUEST, "invalid_field", "device: '%s' is not a device id",
                device);
         return -1;
     }
@@ -923,7 +921,7 @@ int sessions_usb_detach(struct sessions *ss, struct session *s, const char *devi
     int rc = sessions_qmp(ss, s, "device_del", args, 10000, cb, arg);
     json_decref(args);
     if (rc < 0)
-        refuse(e, SESSION_BAD_REQUEST, "not_running", "session %s has no QMP connection",
+        session_refuse(e, SESSION_BAD_REQUEST, "not_running", "session %s has no QMP connection",
                s->id);
     return rc;
 }

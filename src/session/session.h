@@ -111,6 +111,10 @@ struct session_error {
     char message[600]; /* for people: names the field or the limit */
 };
 
+/* Fills e (for the modules that refuse on the session layer's behalf). */
+void session_refuse(struct session_error *e, enum session_refusal kind, const char *code,
+                    const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
 struct sessions;
 struct store;
 struct loop;

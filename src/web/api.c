@@ -1,6 +1,7 @@
 #include "web/api.h"
 
 #include "catalog/catalog.h"
+#include "host/load.h"
 #include "qemu/cmdline.h"
 #include "session/admission.h"
 #include "session/alloc.h"
@@ -137,37 +138,14 @@ static json_t *bounds_json(struct http_request *r)
                      mem_share - (double)u.memory_mb);
 }
 
-static void read_load(const char *sysroot, double load[3])
-{
-    char path[PATH_MAX], line[128];
-    load[0] = load[1] = load[2] = -1;
-    if (fs_join(path, sizeof(path), sysroot, "/proc/loadavg") == 0 &&
-        fs_read_line(path, line, sizeof(line)) == 0)
-        sscanf(line, "%lf %lf %lf", &load[0], &load[1], &load[2]);
-}
-
-static long long read_mem_available_mb(const char *sysroot)
-{
-    char path[PATH_MAX];
-    long long kb = -1;
-    if (fs_join(path, sizeof(path), sysroot, "/proc/meminfo") < 0)
-        return -1;
-    char *info = fs_read_file(path, 1 << 16, NULL);
-    const char *p = info ? strstr(info, "MemAvailable:") : NULL;
-    if (p)
-        sscanf(p, "MemAvailable: %lld kB", &kb);
-    free(info);
-    return kb < 0 ? -1 : kb / 1024;
-}
-
 enum MHD_Result api_host(struct http_request *r)
 {
     const struct spec_host *h = sessions_host(r->web->sessions);
     const struct config *cfg = r->web->cfg;
     struct sessions_stats st;
-    double load[3];
+    double load[3] = {-1, -1, -1};
     sessions_get_stats(r->web->sessions, &st);
-    read_load(cfg->sysroot, load);
+    load_average(cfg->sysroot, load);
     json_t *states = json_object();
     for (int i = 0; i < SESSION_STATES; i++)
         json_object_set_new(states, session_state_name((enum session_state)i),
@@ -176,7 +154,7 @@ enum MHD_Result api_host(struct http_request *r)
     json_t *o = json_pack(
         "{s:i, s:I, s:I, s:[f,f,f], s:{s:s, s:s}, s:o, s:i, s:{s:I, s:I, s:f, s:f, s:f}}",
         "cores", (int)h->cores, "memory_mb", (json_int_t)h->memory_mb, "mem_available_mb",
-        (json_int_t)read_mem_available_mb(cfg->sysroot), "load", load[0], load[1], load[2],
+        (json_int_t)load_meminfo_mb(cfg->sysroot, "MemAvailable"), "load", load[0], load[1], load[2],
         "accel", "mode", kvm ? "kvm" : "tcg", "why", kvm ? "" : h->kvm_why, "sessions",
         states, "viewers", (int)st.viewers, "limits", "max_sessions",
         (json_int_t)cfg->max_sessions, "max_sessions_per_user",

@@ -30,25 +30,6 @@ static bool is_tchar(int c)
     return isalnum(c) || (c && strchr("!#$%&'*+-.^_`|~", c));
 }
 
-/* Returns true when the comma-separated list has token (case-insensitive). */
-static bool has_token(const char *list, const char *token)
-{
-    size_t tlen = strlen(token);
-    for (const char *s = list; *s;) {
-        while (*s == ' ' || *s == '\t' || *s == ',')
-            s++;
-        const char *end = s;
-        while (*end && *end != ',')
-            end++;
-        const char *last = end;
-        while (last > s && (last[-1] == ' ' || last[-1] == '\t'))
-            last--;
-        if ((size_t)(last - s) == tlen && !strncasecmp(s, token, tlen))
-            return true;
-        s = end;
-    }
-    return false;
-}
 
 static int refuse(int *status, int code, char *err, size_t errsz, const char *msg)
 {
@@ -122,9 +103,9 @@ int wsproxy_parse_request(const char *buf, size_t len, struct wsproxy_request *o
         value[vlen] = 0;
 #define IS(name) (nlen == strlen(name) && !strncasecmp(line, name, nlen))
         if (IS("Upgrade")) {
-            upgrade = upgrade || has_token(value, "websocket");
+            upgrade = upgrade || wsproxy_list_has(value, "websocket", true);
         } else if (IS("Connection")) {
-            connection = connection || has_token(value, "upgrade");
+            connection = connection || wsproxy_list_has(value, "upgrade", true);
         } else if (IS("Sec-WebSocket-Key")) {
             if (have_key || !copy_value(out->key, sizeof(out->key), v, vlen))
                 return refuse(status, 400, err, errsz, "Sec-WebSocket-Key: malformed");

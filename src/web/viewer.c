@@ -174,21 +174,6 @@ static void on_upgraded(void *cls, struct MHD_Connection *con, void *req_cls,
              c->view_only ? "view-only" : "control", c->view_only ? "a view link" : "the control link");
 }
 
-/* True when the comma-separated header value lists word (case-insensitive). */
-static bool header_lists(const char *value, const char *word)
-{
-    size_t n = strlen(word);
-    for (const char *p = value; p && *p;) {
-        p += strspn(p, " \t,");
-        size_t len = strcspn(p, ",");
-        while (len > 0 && (p[len - 1] == ' ' || p[len - 1] == '\t'))
-            len--;
-        if (len == n && strncasecmp(p, word, n) == 0)
-            return true;
-        p = strchr(p, ',');
-    }
-    return false;
-}
 
 enum MHD_Result viewer_websocket(struct http_request *r)
 {
@@ -198,7 +183,7 @@ enum MHD_Result viewer_websocket(struct http_request *r)
         return gone(r);
     const char *upgrade = http_header(r, "Upgrade"), *connection = http_header(r, "Connection");
     if (!upgrade || strcasecmp(upgrade, "websocket") != 0 || !connection ||
-        !header_lists(connection, "upgrade"))
+        !wsproxy_list_has(connection, "upgrade", true))
         return http_reply_error(r, MHD_HTTP_BAD_REQUEST, "not_websocket",
                                 "this address speaks WebSocket only");
     struct wsproxy_accept acc;

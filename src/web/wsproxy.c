@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <sys/un.h>
@@ -145,8 +146,7 @@ static bool is_key(const char *s)
     return true;
 }
 
-/* Returns true when the comma-separated list offers token. */
-static bool offers(const char *list, const char *token)
+bool wsproxy_list_has(const char *list, const char *token, bool any_case)
 {
     size_t tlen = strlen(token);
     const char *s = list;
@@ -159,7 +159,8 @@ static bool offers(const char *list, const char *token)
         const char *last = end;
         while (last > s && (last[-1] == ' ' || last[-1] == '\t'))
             last--;
-        if ((size_t)(last - s) == tlen && !memcmp(s, token, tlen))
+        if ((size_t)(last - s) == tlen &&
+            (any_case ? !strncasecmp(s, token, tlen) : !memcmp(s, token, tlen)))
             return true;
         s = end;
     }
@@ -186,7 +187,7 @@ int wsproxy_handshake(const char *key, const char *version, const char *protocol
     for (const char *s = protocols; s && *s; s++)
         if (*s != ' ' && *s != '\t' && *s != ',')
             offered = true;
-    if (offered && !offers(protocols, "binary")) {
+    if (offered && !wsproxy_list_has(protocols, "binary", false)) {
         snprintf(err, errsz, "Sec-WebSocket-Protocol: the proxy speaks only \"binary\"");
         return -1;
     }

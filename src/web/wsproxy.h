@@ -78,6 +78,10 @@ struct wsproxy_accept {
 int wsproxy_handshake(const char *key, const char *version, const char *protocols,
                       struct wsproxy_accept *out, char *err, size_t errsz);
 
+/* Returns true when the comma-separated header value list names token: protocol
+ * names compare exactly, Upgrade and Connection values with any_case. */
+bool wsproxy_list_has(const char *list, const char *token, bool any_case);
+
 /* Takes over an upgraded, handshaken client socket and proxies it to the VNC
  * server at vnc_socket_path. extra_in (copied) are bytes the HTTP layer read past
  * the request; they are the start of the WebSocket stream. The socket is made

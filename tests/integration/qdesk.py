@@ -265,6 +265,40 @@ class Service:
         return self.session(s["id"], login)
 
 
+class Pool:
+    """Services a test starts, all closed (with their VMs) when it ends:
+
+        pool = Pool()
+        @pool.test
+        def something():
+            svc = pool.service("[limits]\\nmax_sessions = 1\\n")
+    """
+
+    def __init__(self):
+        self.services = []
+
+    def service(self, conf="", start=True, **kw):
+        svc = Service(conf, **kw)
+        self.services.append(svc)
+        return svc.start() if start else svc
+
+    def close(self):
+        while self.services:
+            try:
+                self.services.pop().close()
+            except Exception as e:  # keep closing the others
+                print(f"# closing a service: {e}")
+
+    def test(self, fn):
+        def run():
+            try:
+                fn()
+            finally:
+                self.close()
+        run.__name__ = fn.__name__
+        return test(run)
+
+
 class Login:
     def __init__(self, user, cookie, csrf):
         self.user, self.cookie, self.csrf = user, cookie, csrf

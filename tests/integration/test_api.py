@@ -7,29 +7,13 @@ import os
 import signal
 import subprocess
 
-from qdesk import Service, leftovers, run_tests, test
+from qdesk import Pool, leftovers, run_tests
 
-services = []
-
-
-def service(conf="", **kw):
-    svc = Service(conf, **kw).start()
-    services.append(svc)
-    return svc
+pool = Pool()
+service = pool.service
 
 
-def isolated(fn):
-    """A test whose services (and their VMs) are gone when it ends."""
-    def run():
-        try:
-            fn()
-        finally:
-            teardown()
-    run.__name__ = fn.__name__
-    return test(run)
-
-
-@isolated
+@pool.test
 def machines_are_listed():
     svc = service()
     status, machines = svc.api("GET", "/api/v1/machines")
@@ -41,7 +25,7 @@ def machines_are_listed():
     assert names["demo-kernel"]["description"]
 
 
-@isolated
+@pool.test
 def session_life_create_serial_extend_stop():
     svc = service()
     s = svc.create(machine="demo-kernel", cpus=1, memory_mb=512, lifetime_s=3600)
@@ -74,7 +58,7 @@ def session_life_create_serial_extend_stop():
     assert leftovers(svc.state) == []
 
 
-@isolated
+@pool.test
 def validation_errors_name_the_field_and_create_nothing():
     svc = service()
     cases = [
@@ -105,7 +89,7 @@ def validation_errors_name_the_field_and_create_nothing():
     assert leftovers(svc.state) == []
 
 
-@isolated
+@pool.test
 def admission_refuses_politely_before_any_work():
     svc = service("[limits]\nmax_sessions = 1\n")
     a = svc.create()
@@ -140,12 +124,11 @@ def local_accounts(svc):
         assert out.returncode == 0, out.stderr
 
 
-@isolated
+@pool.test
 def users_see_and_touch_only_their_own_sessions():
-    svc = Service("[auth]\nauth = local\n", name="own")
+    svc = service("[auth]\nauth = local\n", name="own", start=False)
     local_accounts(svc)
     svc.start()
-    services.append(svc)
     status, out = svc.api("GET", "/api/v1/sessions")
     assert status == 401, out
     alice = svc.login("alice", "alice-password")
@@ -167,12 +150,11 @@ def users_see_and_touch_only_their_own_sessions():
     assert svc.api("GET", "/api/v1/sessions", login=alice)[0] == 401
 
 
-@isolated
+@pool.test
 def state_changes_need_the_csrf_token():
-    svc = Service("[auth]\nauth = local\n", name="csrf")
+    svc = service("[auth]\nauth = local\n", name="csrf", start=False)
     local_accounts(svc)
     svc.start()
-    services.append(svc)
     alice = svc.login("alice", "alice-password")
     status, out = svc.api("POST", "/api/v1/sessions", {"machine": "demo-kernel"}, login=alice,
                           csrf=False)
@@ -189,12 +171,11 @@ def state_changes_need_the_csrf_token():
     assert "HttpOnly" in cookie and "SameSite=Strict" in cookie, cookie
 
 
-@isolated
+@pool.test
 def logins_are_rate_limited():
-    svc = Service("[auth]\nauth = local\nlogin_attempts_per_minute = 5\n", name="rate")
+    svc = service("[auth]\nauth = local\nlogin_attempts_per_minute = 5\n", name="rate", start=False)
     local_accounts(svc)
     svc.start()
-    services.append(svc)
     codes = []
     for _ in range(7):
         status, headers, _ = svc.request("POST", "/api/v1/login",
@@ -211,7 +192,7 @@ def logins_are_rate_limited():
     assert status == 429
 
 
-@isolated
+@pool.test
 def pam_accounts_log_in():
     user = "qdesk-test-pam"
     subprocess.run(["userdel", "-r", user], capture_output=True)
@@ -230,10 +211,9 @@ def pam_accounts_log_in():
         subprocess.run(["userdel", user], capture_output=True)
 
 
-@isolated
+@pool.test
 def auth_none_is_refused_on_a_public_address():
-    svc = Service(name="open")
-    services.append(svc)
+    svc = service(name="open", start=False)
     with open(svc.conf, "a") as f:
         f.write("[server]\nlisten = 0.0.0.0:%d\n" % svc.port)
     out = svc.qdesk("serve", timeout=10)
@@ -241,7 +221,7 @@ def auth_none_is_refused_on_a_public_address():
         out.stderr
 
 
-@isolated
+@pool.test
 def sessions_expire_and_clean_up():
     svc = service("[sessions]\nmin_lifetime_s = 5s\n")
     s = svc.create(lifetime_s=8)
@@ -251,7 +231,7 @@ def sessions_expire_and_clean_up():
     assert leftovers(svc.state) == []
 
 
-@isolated
+@pool.test
 def a_vm_that_dies_is_marked_failed_and_freed():
     svc = service()
     s = svc.boot()
@@ -264,7 +244,7 @@ def a_vm_that_dies_is_marked_failed_and_freed():
     assert b"qdesk_session_failures_total 1" in metrics, metrics
 
 
-@isolated
+@pool.test
 def metrics_and_health():
     svc = service()
     status, body = svc.get("/healthz")
@@ -279,7 +259,7 @@ def metrics_and_health():
     assert "# TYPE qdesk_proxy_bytes_total counter" in text
 
 
-@isolated
+@pool.test
 def cli_talks_to_the_service():
     svc = service()
     out = svc.qdesk("start", "demo-kernel", "--memory", "256M", "--json")
@@ -298,13 +278,6 @@ def cli_talks_to_the_service():
     assert mode == 0o600, oct(mode)
 
 
-def teardown():
-    while services:
-        try:
-            services.pop().close()
-        except Exception as e:  # keep tearing the others down
-            print(f"# teardown: {e}")
-
 
 if __name__ == "__main__":
-    run_tests(teardown)
+    run_tests(pool.close)

@@ -10,25 +10,10 @@ import subprocess
 import tempfile
 import time
 
-from qdesk import QDESK, Service, eventually, leftovers, run_tests, test
+from qdesk import QDESK, Pool, eventually, leftovers, run_tests
 
-services = []
-
-
-def service(conf="", **kw):
-    svc = Service(conf, **kw).start()
-    services.append(svc)
-    return svc
-
-
-def isolated(fn):
-    def run():
-        try:
-            fn()
-        finally:
-            teardown()
-    run.__name__ = fn.__name__
-    return test(run)
+pool = Pool()
+service = pool.service
 
 
 def free_display():
@@ -38,7 +23,7 @@ def free_display():
     return f":{n}"
 
 
-@isolated
+@pool.test
 def virgl_guest_renders_3d_in_an_x_display():
     display = free_display()
     xvfb = subprocess.Popen(["Xvfb", display, "-screen", "0", "1280x800x24", "-nolisten",
@@ -57,7 +42,7 @@ def virgl_guest_renders_3d_in_an_x_display():
         xvfb.wait()
 
 
-@isolated
+@pool.test
 def virgl_without_a_render_node_falls_back_with_a_warning():
     svc = service()  # egl-headless, and this host has no /dev/dri/renderD*
     s = svc.create(gpu="virgl", memory_mb=256)
@@ -68,7 +53,7 @@ def virgl_without_a_render_node_falls_back_with_a_warning():
     assert "virtio-vga" in cmdline and "virtio-vga-gl" not in cmdline, cmdline
 
 
-@isolated
+@pool.test
 def usb_hot_plug_is_seen_by_the_guest_kernel():
     svc = service()
     s = svc.boot(memory_mb=256)
@@ -88,7 +73,7 @@ def usb_hot_plug_is_seen_by_the_guest_kernel():
     assert status == 400 and "usb:" in out["error"]["message"], out
 
 
-@isolated
+@pool.test
 def guest_ram_from_hugepages_is_reserved_and_given_back():
     mnt = tempfile.mkdtemp(prefix="qd-huge-", dir="/tmp")
     subprocess.run(["mount", "-t", "hugetlbfs", "none", mnt], check=True)
@@ -112,13 +97,13 @@ def guest_ram_from_hugepages_is_reserved_and_given_back():
         svc.wait_state(s["id"], "stopped", 40)
         assert int(open(nr).read()) == before, "the hugepages were not given back"
     finally:
-        teardown()
+        pool.close()
         subprocess.run(["umount", mnt])
         os.rmdir(mnt)
         subprocess.run(["rm", "-rf", cat])
 
 
-@isolated
+@pool.test
 def pinned_vcpus_run_on_their_own_cpu():
     cat = tempfile.mkdtemp(prefix="qd-pcat-", dir="/tmp")
     machines = os.path.join(os.path.dirname(__file__), "..", "..", "machines")
@@ -147,11 +132,11 @@ def pinned_vcpus_run_on_their_own_cpu():
         assert status == 409 and "cpus" in out["error"]["message"], out
         svc.wait_state(t["id"], "running", 30)
     finally:
-        teardown()
+        pool.close()
         subprocess.run(["rm", "-rf", cat])
 
 
-@isolated
+@pool.test
 def gpus_this_host_lacks_are_refused_cleanly():
     svc = service()
     for gpu, want in (("vf", "SR-IOV"), ("passthrough", "passed through"),
@@ -166,7 +151,7 @@ def gpus_this_host_lacks_are_refused_cleanly():
         assert key in host, key
 
 
-@isolated
+@pool.test
 def host_check_reports_with_fixes():
     out = subprocess.run([QDESK, "host", "check", "--json"], capture_output=True, text=True)
     report = json.loads(out.stdout)
@@ -178,13 +163,6 @@ def host_check_reports_with_fixes():
     assert report["ok"] is False and out.returncode != 0
 
 
-def teardown():
-    while services:
-        try:
-            services.pop().close()
-        except Exception as e:
-            print(f"# teardown: {e}")
-
 
 if __name__ == "__main__":
-    run_tests(teardown)
+    run_tests(pool.close)

@@ -8,6 +8,7 @@
 
 #include "host/hostw.h"
 #include "host/ids.h"
+#include "util/log.h"
 #include "util/fs.h"
 #include "util/proc.h"
 
@@ -55,6 +56,24 @@ FX void fx_ids(void)
     snprintf(pci, sizeof(pci), "%s/tests/sysfs/ids/pci.ids", fx_root());
     snprintf(usb, sizeof(usb), "%s/tests/sysfs/ids/usb.ids", fx_root());
     ids_set_files(pci, usb);
+}
+
+/* Group set-up and tear-down for tests that only need the name databases (quiet
+ * logs: the tests check messages themselves). */
+FX int fx_setup(void **state)
+{
+    (void)state;
+    log_set_level(LOG_ERROR);
+    fx_ids();
+    return 0;
+}
+
+FX int fx_teardown(void **state)
+{
+    (void)state;
+    ids_cleanup();
+    hostw_record(false);
+    return 0;
 }
 
 /* Copies tree NAME to a new directory to write into; the caller removes it with

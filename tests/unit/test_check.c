@@ -212,20 +212,6 @@ static void no_kvm(void **state)
     assert_status("hugepages", CHECK_WARN);
 }
 
-static int setup(void **state)
-{
-    (void)state;
-    fx_ids();
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    ids_cleanup();
-    return 0;
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -236,5 +222,5 @@ int main(void)
         cmocka_unit_test(interrupt_remapping_problems),
         cmocka_unit_test(no_kvm),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, fx_setup, fx_teardown);
 }

@@ -137,20 +137,6 @@ static void mdev_types_render_nodes_and_usb(void **state)
                      -1);
 }
 
-static int setup(void **state)
-{
-    (void)state;
-    fx_ids();
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    ids_cleanup();
-    return 0;
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -158,5 +144,5 @@ int main(void)
         cmocka_unit_test(whole_gpus),
         cmocka_unit_test(mdev_types_render_nodes_and_usb),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, fx_setup, fx_teardown);
 }

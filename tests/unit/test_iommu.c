@@ -104,20 +104,6 @@ static void iommu_off_means_no_groups(void **state)
     iommu_groups_free(NULL);
 }
 
-static int setup(void **state)
-{
-    (void)state;
-    fx_ids();
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    ids_cleanup();
-    return 0;
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -125,5 +111,5 @@ int main(void)
         cmocka_unit_test(a_nic_blocks_the_group_it_shares),
         cmocka_unit_test(iommu_off_means_no_groups),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, fx_setup, fx_teardown);
 }

@@ -266,21 +266,6 @@ static void apply_without_grub(void **state)
     fx_drop(root);
 }
 
-static int setup(void **state)
-{
-    (void)state;
-    log_set_level(LOG_ERROR);
-    fx_ids();
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    ids_cleanup();
-    return 0;
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -290,5 +275,5 @@ int main(void)
         cmocka_unit_test(apply_writes_once_with_a_backup),
         cmocka_unit_test(apply_without_grub),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, fx_setup, fx_teardown);
 }

@@ -218,20 +218,6 @@ static void names_from_the_id_databases(void **state)
     fx_ids();
 }
 
-static int setup(void **state)
-{
-    (void)state;
-    fx_ids();
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    ids_cleanup();
-    return 0;
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -242,5 +228,5 @@ int main(void)
         cmocka_unit_test(sysfs_helpers),
         cmocka_unit_test(names_from_the_id_databases),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, fx_setup, fx_teardown);
 }

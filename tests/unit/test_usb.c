@@ -116,20 +116,6 @@ static void no_usb_is_an_empty_list(void **state)
     usb_list_free(&l);
 }
 
-static int setup(void **state)
-{
-    (void)state;
-    fx_ids();
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    ids_cleanup();
-    return 0;
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -137,5 +123,5 @@ int main(void)
         cmocka_unit_test(requests_resolve_to_one_device),
         cmocka_unit_test(no_usb_is_an_empty_list),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, fx_setup, fx_teardown);
 }
