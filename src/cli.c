@@ -50,7 +50,8 @@ static struct catalog *load_catalog(const struct config *cfg, char *qemu_img, si
         snprintf(qemu_img, size, "%s", cfg->qemu_img);
     if ((cfg->qemu_img[0] && access(qemu_img, X_OK) < 0) ||
         (!cfg->qemu_img[0] && proc_find_exe("qemu-img", qemu_img, size) < 0)) {
-        fprintf(stderr, "qdesk: qemu-img%s%s is not installed (Debian package qemu-utils)\n",
+        fprintf(stderr,
+                "qdesk: qemu-img%s%s is not installed (Debian package qemu-utils)\n",
                 cfg->qemu_img[0] ? " at " : "", cfg->qemu_img);
         return NULL;
     }
@@ -91,8 +92,8 @@ int cli_machines(const struct config *cfg, int argc, char **argv)
         putchar('\n');
         json_decref(list);
     } else {
-        printf("%-20s %-6s %-6s %10s  %-8s %s\n", "NAME", "FORMAT", "MEDIA", "SIZE", "ARCH",
-               "DESCRIPTION");
+        printf("%-20s %-6s %-6s %10s  %-8s %s\n", "NAME", "FORMAT", "MEDIA", "SIZE",
+               "ARCH", "DESCRIPTION");
         for (size_t i = 0; i < c->n; i++) {
             const struct catalog_machine *m = &c->machines[i];
             static const char *const media[] = {"disk", "cdrom", "kernel"};
@@ -117,12 +118,18 @@ int cli_machines(const struct config *cfg, int argc, char **argv)
 static int parse_opts(struct cli_vm *v, int argc, char **argv, bool *json)
 {
     static const struct option opts[] = {
-        {"cpus", required_argument, NULL, 0},     {"memory", required_argument, NULL, 0},
-        {"lifetime", required_argument, NULL, 0}, {"disk", required_argument, NULL, 0},
-        {"gpu", required_argument, NULL, 0},      {"usb", required_argument, NULL, 0},
-        {"net", required_argument, NULL, 0},      {"mount", required_argument, NULL, 0},
-        {"script", required_argument, NULL, 0},   {"oneshot", no_argument, NULL, 0},
-        {"persistent", no_argument, NULL, 0},     {"json", no_argument, NULL, 0},
+        {"cpus", required_argument, NULL, 0},
+        {"memory", required_argument, NULL, 0},
+        {"lifetime", required_argument, NULL, 0},
+        {"disk", required_argument, NULL, 0},
+        {"gpu", required_argument, NULL, 0},
+        {"usb", required_argument, NULL, 0},
+        {"net", required_argument, NULL, 0},
+        {"mount", required_argument, NULL, 0},
+        {"script", required_argument, NULL, 0},
+        {"oneshot", no_argument, NULL, 0},
+        {"persistent", no_argument, NULL, 0},
+        {"json", no_argument, NULL, 0},
         {NULL, 0, NULL, 0},
     };
     char err[1024];
@@ -173,16 +180,16 @@ static int resolve(const struct config *cfg, struct cli_vm *v, const char *name,
     v->catalog = load_catalog(cfg, v->qemu_img, sizeof(v->qemu_img));
     if (!v->catalog)
         return 1;
-    const struct catalog_machine *m = catalog_lookup(v->catalog, v->req.machine, err,
-                                                     sizeof(err));
+    const struct catalog_machine *m =
+        catalog_lookup(v->catalog, v->req.machine, err, sizeof(err));
     if (!m) {
         fprintf(stderr, "qdesk: %s\n", err);
         return 1;
     }
     spec_host_probe(cfg, &v->host);
     spec_limits_from_config(cfg, &lim);
-    if (spec_resolve(&v->req, m, &v->host, &lim, name, rundir, &v->spec, err, sizeof(err)) <
-            0 ||
+    if (spec_resolve(&v->req, m, &v->host, &lim, name, rundir, &v->spec, err,
+                     sizeof(err)) < 0 ||
         (plan_devices && alloc_plan(cfg, &v->req, &v->spec, err, sizeof(err)) < 0)) {
         fprintf(stderr, "qdesk: %s\n", err);
         return 1;
@@ -273,7 +280,9 @@ static int supervise(struct vm *vm, const struct config *cfg, uint64_t lifetime_
             if (stop_wait >= 0 && stop_wait < timeout)
                 timeout = stop_wait;
         }
-        struct pollfd p[4] = {{sfd, POLLIN, 0}, {ifd, POLLIN, 0}, {pidfd, POLLIN, 0},
+        struct pollfd p[4] = {{sfd, POLLIN, 0},
+                              {ifd, POLLIN, 0},
+                              {pidfd, POLLIN, 0},
                               {vm->qmp ? qmp_fd(vm->qmp) : -1, POLLIN, 0}};
         if (poll(p, 4, timeout) < 0 && errno != EINTR)
             break;
@@ -351,7 +360,8 @@ int cli_run(const struct config *cfg, int argc, char **argv)
 
     struct vm_user user = {0};
     if (cfg->qemu_user[0]) {
-        if (proc_lookup_user(cfg->qemu_user, &user.uid, &user.gid, err, sizeof(err)) < 0) {
+        if (proc_lookup_user(cfg->qemu_user, &user.uid, &user.gid, err, sizeof(err)) <
+            0) {
             fprintf(stderr, "qdesk: [qemu] qemu_user: %s\n", err);
             cli_vm_free(&v);
             return 1;
@@ -460,7 +470,8 @@ static long call_service(const struct config *cfg, const char *method, const cha
         return -1;
     struct reply reply = {0};
     char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
-    struct curl_slist *headers = curl_slist_append(NULL, "Content-Type: application/json");
+    struct curl_slist *headers =
+        curl_slist_append(NULL, "Content-Type: application/json");
     curl_easy_setopt(c, CURLOPT_UNIX_SOCKET_PATH, sock);
     curl_easy_setopt(c, CURLOPT_URL, url);
     curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
@@ -473,8 +484,10 @@ static long call_service(const struct config *cfg, const char *method, const cha
     CURLcode rc = curl_easy_perform(c);
     long status = -1;
     if (rc != CURLE_OK)
-        fprintf(stderr, "qdesk: cannot reach the service at %s: %s (is qdesk serve running, "
-                        "and are you root?)\n", sock, curl_easy_strerror(rc));
+        fprintf(stderr,
+                "qdesk: cannot reach the service at %s: %s (is qdesk serve running, "
+                "and are you root?)\n",
+                sock, curl_easy_strerror(rc));
     else
         curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
     curl_slist_free_all(headers);
@@ -491,13 +504,15 @@ static int service_error(json_t *reply, long status)
 {
     json_t *e = json_object_get(reply, "error");
     fprintf(stderr, "qdesk: %s (HTTP %ld)\n",
-            json_string_value(json_object_get(e, "message")) ?: "the service refused", status);
+            json_string_value(json_object_get(e, "message")) ?: "the service refused",
+            status);
     return 1;
 }
 
 static void print_session(json_t *s)
 {
-    int64_t left = json_integer_value(json_object_get(s, "expires_at")) - (int64_t)time(NULL);
+    int64_t left =
+        json_integer_value(json_object_get(s, "expires_at")) - (int64_t)time(NULL);
     char life[32] = "-";
     const char *state = json_string_value(json_object_get(s, "state"));
     if (left > 0 && state && strcmp(state, "stopped") && strcmp(state, "failed"))
@@ -532,8 +547,8 @@ static json_t *request_json(const struct spec_request *r)
         json_object_set_new(o, "disk_gb", json_integer(r->disk_gb));
     if (r->gpu != SPEC_GPU_NONE) {
         char gpu[96];
-        snprintf(gpu, sizeof(gpu), "%s%s%s", spec_gpu_name(r->gpu), r->gpu_type[0] ? ":" : "",
-                 r->gpu_type);
+        snprintf(gpu, sizeof(gpu), "%s%s%s", spec_gpu_name(r->gpu),
+                 r->gpu_type[0] ? ":" : "", r->gpu_type);
         json_object_set_new(o, "gpu", json_string(gpu));
     }
     if (r->n_usb) {
@@ -544,7 +559,8 @@ static json_t *request_json(const struct spec_request *r)
     }
     if (r->net != SPEC_NET_USER) {
         char net[32];
-        snprintf(net, sizeof(net), r->net == SPEC_NET_NONE ? "none" : "bridge=%s", r->bridge);
+        snprintf(net, sizeof(net), r->net == SPEC_NET_NONE ? "none" : "bridge=%s",
+                 r->bridge);
         json_object_set_new(o, "net", json_string(net));
     }
     if (r->n_mounts) {
@@ -637,14 +653,15 @@ int cli_status(const struct config *cfg, int argc, char **argv)
 
 int cli_stop(const struct config *cfg, int argc, char **argv)
 {
-    if (argc != 2 || (strcmp(argv[1], "--all") && strspn(argv[1], "0123456789abcdef") !=
-                                                        strlen(argv[1]))) {
+    if (argc != 2 || (strcmp(argv[1], "--all") &&
+                      strspn(argv[1], "0123456789abcdef") != strlen(argv[1]))) {
         fprintf(stderr, "usage: qdesk stop ID|--all\n");
         return 2;
     }
     char path[128];
     bool all = !strcmp(argv[1], "--all");
-    snprintf(path, sizeof(path), "/api/v1/sessions%s%s", all ? "" : "/", all ? "" : argv[1]);
+    snprintf(path, sizeof(path), "/api/v1/sessions%s%s", all ? "" : "/",
+             all ? "" : argv[1]);
     json_t *reply = NULL;
     long status = call_service(cfg, "DELETE", path, NULL, &reply);
     int rc = 0;
@@ -666,7 +683,8 @@ int cli_usb(const struct config *cfg, int argc, char **argv)
 {
     if (argc != 4 || (strcmp(argv[1], "attach") && strcmp(argv[1], "detach")) ||
         strspn(argv[2], "0123456789abcdef") != strlen(argv[2]) ||
-        strspn(argv[3], "abcdefghijklmnopqrstuvwxyzABCDEF0123456789:.-") != strlen(argv[3])) {
+        strspn(argv[3], "abcdefghijklmnopqrstuvwxyzABCDEF0123456789:.-") !=
+            strlen(argv[3])) {
         fprintf(stderr, "usage: qdesk usb attach|detach ID DEVICE\n"
                         "  DEVICE: VID:PID, BUS-PORT, or " SPEC_USB_EMULATED
                         " (detach also takes the id attach printed)\n");
@@ -674,8 +692,8 @@ int cli_usb(const struct config *cfg, int argc, char **argv)
     }
     bool attach = !strcmp(argv[1], "attach");
     char path[256];
-    snprintf(path, sizeof(path), "/api/v1/sessions/%s/usb%s%s", argv[2], attach ? "" : "/",
-             attach ? "" : argv[3]);
+    snprintf(path, sizeof(path), "/api/v1/sessions/%s/usb%s%s", argv[2],
+             attach ? "" : "/", attach ? "" : argv[3]);
     json_t *reply = NULL, *body = attach ? json_pack("{s:s}", "device", argv[3]) : NULL;
     long status = call_service(cfg, attach ? "POST" : "DELETE", path, body, &reply);
     json_decref(body);

@@ -19,10 +19,15 @@ struct key {
     const char *allowed; /* for K_STR: "a|b|c" or NULL for free text */
 };
 
-#define STR(sec, field, allowed)                                                        \
-    {sec, #field, K_STR, offsetof(struct config, field),                                \
-     sizeof(((struct config *)0)->field), allowed}
-#define NUM(sec, field, type) {sec, #field, type, offsetof(struct config, field), 0, NULL}
+#define STR(sec, field, allowed)                                                         \
+    {                                                                                    \
+        sec, #field, K_STR, offsetof(struct config, field),                              \
+            sizeof(((struct config *)0)->field), allowed                                 \
+    }
+#define NUM(sec, field, type)                                                            \
+    {                                                                                    \
+        sec, #field, type, offsetof(struct config, field), 0, NULL                       \
+    }
 
 static const struct key keys[] = {
     STR("server", listen, NULL),
@@ -137,7 +142,8 @@ static int parse_value(const struct key *k, void *field, const char *value, char
         memcpy(field, value, strlen(value) + 1);
         return 0;
     case K_BOOL:
-        if (strcmp(value, "true") == 0 || strcmp(value, "yes") == 0 || strcmp(value, "1") == 0)
+        if (strcmp(value, "true") == 0 || strcmp(value, "yes") == 0 ||
+            strcmp(value, "1") == 0)
             *(bool *)field = true;
         else if (strcmp(value, "false") == 0 || strcmp(value, "no") == 0 ||
                  strcmp(value, "0") == 0)
@@ -192,18 +198,20 @@ int config_set(struct config *c, const char *section, const char *key, const cha
         if (strcmp(keys[i].section, section) != 0 || strcmp(keys[i].name, key) != 0)
             continue;
         char why[160];
-        if (parse_value(&keys[i], (char *)c + keys[i].offset, value, why, sizeof(why)) < 0) {
+        if (parse_value(&keys[i], (char *)c + keys[i].offset, value, why, sizeof(why)) <
+            0) {
             snprintf(err, errsz, "[%s] %s = '%s' %s", section, key, value, why);
             return -1;
         }
         return 0;
     }
-    snprintf(err, errsz, "[%s] %s is not a known setting (see qdesk.conf.example)", section,
-             key);
+    snprintf(err, errsz, "[%s] %s is not a known setting (see qdesk.conf.example)",
+             section, key);
     return -1;
 }
 
-int config_load(struct config *c, const char *path, bool required, char *err, size_t errsz)
+int config_load(struct config *c, const char *path, bool required, char *err,
+                size_t errsz)
 {
     if (!required && access(path, F_OK) < 0 && errno == ENOENT)
         return 0;

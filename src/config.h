@@ -18,14 +18,14 @@ struct config {
     char tls_cert[PATH_MAX]; /* HTTPS and WSS when both are set */
     char tls_key[PATH_MAX];
     char control_socket[PATH_MAX]; /* "" = STATE/control.sock */
-    char www[PATH_MAX];      /* the portal's files */
-    uint64_t max_body_kb;    /* largest request body accepted */
+    char www[PATH_MAX];            /* the portal's files */
+    uint64_t max_body_kb;          /* largest request body accepted */
 
     /* [auth] */
-    char auth[16];           /* none | local | pam (and later backends) */
-    bool allow_remote_none;  /* auth none on a non-loopback address */
+    char auth[16];          /* none | local | pam (and later backends) */
+    bool allow_remote_none; /* auth none on a non-loopback address */
     char pam_service[64];
-    char admin_group[64];    /* PAM users in this group are admins */
+    char admin_group[64]; /* PAM users in this group are admins */
     uint64_t login_lifetime_s;
     uint64_t login_attempts_per_minute; /* per client address and per user name */
 
@@ -35,8 +35,8 @@ struct config {
     char sysroot[PATH_MAX];
 
     /* [qemu] */
-    char accel[8];           /* auto | kvm | tcg */
-    char qemu_user[64];      /* "" = do not switch user */
+    char accel[8];      /* auto | kvm | tcg */
+    char qemu_user[64]; /* "" = do not switch user */
     char qemu_x86_64[PATH_MAX];
     char qemu_aarch64[PATH_MAX];
     char qemu_img[PATH_MAX];
@@ -44,7 +44,7 @@ struct config {
     char ovmf_vars[PATH_MAX];
     char aavmf_code[PATH_MAX];
     char aavmf_vars[PATH_MAX];
-    uint64_t stop_grace_s;   /* powerdown to quit */
+    uint64_t stop_grace_s;    /* powerdown to quit */
     char hugetlbfs[PATH_MAX]; /* where hugetlbfs is mounted */
 
     /* [gpu] */
@@ -60,16 +60,16 @@ struct config {
     uint64_t min_lifetime_s;
     uint64_t max_lifetime_s;
     uint64_t min_memory_mb;
-    uint64_t max_memory_mb;  /* 0 = the host's memory */
+    uint64_t max_memory_mb; /* 0 = the host's memory */
     uint64_t default_disk_gb;
     uint64_t max_disk_gb;
 
     /* [limits]: admission control */
     uint64_t max_sessions;
     uint64_t max_sessions_per_user;
-    double user_cpu_fraction;     /* of the host's cores one user may hold */
-    double user_memory_fraction;  /* of the host's memory one user may hold */
-    double max_load_per_core;     /* 1-minute load average / cores */
+    double user_cpu_fraction;    /* of the host's cores one user may hold */
+    double user_memory_fraction; /* of the host's memory one user may hold */
+    double max_load_per_core;    /* 1-minute load average / cores */
     uint64_t min_mem_available_mb;
 };
 
@@ -79,7 +79,8 @@ void config_defaults(struct config *c);
 /* Reads path over the defaults already in c. A missing file is an error only when
  * required. Unknown sections/keys and bad values are errors naming file:line.
  * Returns 0, or -1 with err. */
-int config_load(struct config *c, const char *path, bool required, char *err, size_t errsz);
+int config_load(struct config *c, const char *path, bool required, char *err,
+                size_t errsz);
 
 /* Sets one "section.key" (as a command-line override would). Returns 0 or -1. */
 int config_set(struct config *c, const char *section, const char *key, const char *value,

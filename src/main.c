@@ -47,10 +47,10 @@ static int proxy(const struct config *cfg, int argc, char **argv)
 }
 
 static const struct command commands[] = {
-    {"serve", service_main},   {"machines", cli_machines}, {"args", cli_args},
-    {"run", cli_run},          {"start", cli_start},       {"status", cli_status},
-    {"stop", cli_stop},        {"user", auth_local_main},  {"proxy", proxy},
-    {"host", host_main},       {"usb", cli_usb},
+    {"serve", service_main}, {"machines", cli_machines}, {"args", cli_args},
+    {"run", cli_run},        {"start", cli_start},       {"status", cli_status},
+    {"stop", cli_stop},      {"user", auth_local_main},  {"proxy", proxy},
+    {"host", host_main},     {"usb", cli_usb},
 };
 
 /* Makes a relative path absolute against the working directory: QEMU runs in its
@@ -110,8 +110,10 @@ int main(int argc, char **argv)
     config_defaults(&cfg);
     if (config_load(&cfg, config_path ? config_path : CONFIG_DEFAULT_PATH,
                     config_path != NULL, err, sizeof(err)) < 0 ||
-        (machines && config_set(&cfg, "paths", "machines", machines, err, sizeof(err)) < 0) ||
-        (sysroot && config_set(&cfg, "paths", "sysroot", sysroot, err, sizeof(err)) < 0)) {
+        (machines &&
+         config_set(&cfg, "paths", "machines", machines, err, sizeof(err)) < 0) ||
+        (sysroot &&
+         config_set(&cfg, "paths", "sysroot", sysroot, err, sizeof(err)) < 0)) {
         fprintf(stderr, "qdesk: %s\n", err);
         return 2;
     }

@@ -29,7 +29,8 @@ static void on_signal(struct loop *l, int fd, uint32_t events, void *arg)
     (void)arg;
     struct signalfd_siginfo si;
     while (read(fd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
-        log_info("signal %d: stopping the service; the VMs keep running", (int)si.ssi_signo);
+        log_info("signal %d: stopping the service; the VMs keep running",
+                 (int)si.ssi_signo);
         loop_stop(l);
     }
 }
@@ -69,7 +70,8 @@ int service_main(const struct config *cfg_in, int argc, char **argv)
     struct web web = {.cfg = &cfg, .started_ms = loop_now()};
     int sfd = -1;
     if (!(web.loop = loop_new()) || !(web.auth = auth_new()) ||
-        !(web.work = workq_new(web.loop, 2)) || !(web.proxy = wsproxy_new(web.loop, NULL))) {
+        !(web.work = workq_new(web.loop, 2)) ||
+        !(web.proxy = wsproxy_new(web.loop, NULL))) {
         log_error("out of memory");
         goto out;
     }
@@ -89,9 +91,10 @@ int service_main(const struct config *cfg_in, int argc, char **argv)
         log_error("signalfd: %s", strerror(errno));
         goto out;
     }
-    log_info("serving on %s://%s (auth %s, machines %s, state %s); %d session%s reattached",
-             cfg.tls_cert[0] ? "https" : "http", cfg.listen, cfg.auth, cfg.machines, cfg.state,
-             n, n == 1 ? "" : "s");
+    log_info(
+        "serving on %s://%s (auth %s, machines %s, state %s); %d session%s reattached",
+        cfg.tls_cert[0] ? "https" : "http", cfg.listen, cfg.auth, cfg.machines, cfg.state,
+        n, n == 1 ? "" : "s");
     rc = loop_run(web.loop) < 0 ? 1 : 0;
 out:
     web.stopping = true;

@@ -110,8 +110,8 @@ static int fake_machine(json_t *j, struct catalog_machine *m, char *err, size_t 
     {
         if (m->n_chain == CATALOG_CHAIN_MAX)
             break;
-        snprintf(m->chain[m->n_chain].path, sizeof(m->chain[0].path), "%s/%s", CATALOG_DIR,
-                 str_or(layer, "file", "?"));
+        snprintf(m->chain[m->n_chain].path, sizeof(m->chain[0].path), "%s/%s",
+                 CATALOG_DIR, str_or(layer, "file", "?"));
         snprintf(m->chain[m->n_chain].format, sizeof(m->chain[0].format), "%s",
                  str_or(layer, "format", "raw"));
         m->n_chain++;
@@ -251,7 +251,8 @@ int main(int argc, char **argv)
         char json[PATH_MAX], base[256];
         snprintf(base, sizeof(base), "%.*s", (int)(dot ? dot - f : (long)len), f);
         snprintf(json, sizeof(json), "%s/%s.json", dir, base);
-        if (!dot || (strcmp(dot, ".json") && strcmp(dot, ".args") && strcmp(dot, ".err")) ||
+        if (!dot ||
+            (strcmp(dot, ".json") && strcmp(dot, ".args") && strcmp(dot, ".err")) ||
             (strcmp(dot, ".json") && !fs_exists(json))) {
             printf("not ok %d - %s is a data file that no test uses\n", ++total, f);
             failed++;
@@ -263,8 +264,10 @@ int main(int argc, char **argv)
         bool is_err;
         char *out = run_case(dir, json, &is_err);
         char want_path[PATH_MAX], other_path[PATH_MAX];
-        snprintf(want_path, sizeof(want_path), "%s/%s.%s", dir, base, is_err ? "err" : "args");
-        snprintf(other_path, sizeof(other_path), "%s/%s.%s", dir, base, is_err ? "args" : "err");
+        snprintf(want_path, sizeof(want_path), "%s/%s.%s", dir, base,
+                 is_err ? "err" : "args");
+        snprintf(other_path, sizeof(other_path), "%s/%s.%s", dir, base,
+                 is_err ? "args" : "err");
         total++;
         if (!out) {
             printf("not ok %d - %s: cannot read the case\n", total, base);
@@ -274,17 +277,19 @@ int main(int argc, char **argv)
         if (regenerate) {
             fs_write_file(want_path, out, strlen(out), 0644);
             unlink(other_path);
-            printf("ok %d - %s (regenerated %s)\n", total, base, is_err ? ".err" : ".args");
+            printf("ok %d - %s (regenerated %s)\n", total, base,
+                   is_err ? ".err" : ".args");
             free(out);
             continue;
         }
         char *want = fs_read_file(want_path, 1 << 20, NULL);
         if (!want) {
-            printf("not ok %d - %s: the code gives %s but %s does not exist:\n# %s", total,
-                   base, is_err ? "an error" : "a command line", want_path, out);
+            printf("not ok %d - %s: the code gives %s but %s does not exist:\n# %s",
+                   total, base, is_err ? "an error" : "a command line", want_path, out);
             failed++;
         } else if (strcmp(want, out) != 0) {
-            printf("not ok %d - %s differs from %s\n# got:\n%s", total, base, want_path, out);
+            printf("not ok %d - %s differs from %s\n# got:\n%s", total, base, want_path,
+                   out);
             failed++;
         } else if (fs_exists(other_path)) {
             printf("not ok %d - %s has both .args and .err\n", total, base);

@@ -21,12 +21,12 @@
 #include <unistd.h>
 
 /* Extensions of files looked at as images. The format itself is read from the file. */
-static const char *const image_exts[] = {"qcow2", "img", "raw", "vmdk", "vdi", "vhd",
-                                         "vhdx",  "vpc", "qed", "iso"};
+static const char *const image_exts[] = {"qcow2", "img",  "raw", "vmdk", "vdi",
+                                         "vhd",   "vhdx", "vpc", "qed",  "iso"};
 
 /* Formats qdesk boots; anything else qemu-img recognises (dmg, parallels, ...) is
  * refused by name. */
-static const char *const known_formats[] = {"qcow2", "raw", "vmdk", "vdi",
+static const char *const known_formats[] = {"qcow2", "raw",  "vmdk", "vdi",
                                             "vpc",   "vhdx", "qed"};
 
 static bool in_list(const char *s, const char *const *list, size_t n)
@@ -55,7 +55,8 @@ int catalog_name_ok(const char *name)
     size_t n = strlen(name);
     if (n == 0 || n >= CATALOG_NAME_MAX || name[0] == '.' || name[0] == '-')
         return -1;
-    return strspn(name, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-") ==
+    return strspn(name,
+                  "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-") ==
                    n
                ? 0
                : -1;
@@ -70,8 +71,9 @@ static int sidecar_path(const char *dir, const char *key, const char *value, cha
     for (const char *p = value; *p && !dotdot; p += strcspn(p, "/"), p += *p == '/')
         dotdot = strncmp(p, "..", 2) == 0 && (p[2] == '/' || p[2] == 0);
     if (value[0] == '/' || dotdot) {
-        snprintf(err, errsz, "%s: '%s' must be a file name inside the catalogue directory",
-                 key, value);
+        snprintf(err, errsz,
+                 "%s: '%s' must be a file name inside the catalogue directory", key,
+                 value);
         return -1;
     }
     if (snprintf(out, outsz, "%s/%s", dir, value) >= (int)outsz) {
@@ -85,7 +87,8 @@ static int set_text(char *field, size_t size, const char *key, const char *value
                     const char *allowed, char *err, size_t errsz)
 {
     if (allowed && !one_of(value, allowed)) {
-        snprintf(err, errsz, "%s: '%s' is not allowed; use one of %s", key, value, allowed);
+        snprintf(err, errsz, "%s: '%s' is not allowed; use one of %s", key, value,
+                 allowed);
         return -1;
     }
     if (qopt_bad_char(value)) {
@@ -104,17 +107,20 @@ int catalog_set(struct catalog_machine *m, const char *dir, const char *key,
                 const char *value, char *err, size_t errsz)
 {
     if (strcmp(key, "description") == 0)
-        return set_text(m->description, sizeof(m->description), key, value, NULL, err, errsz);
-    if (strcmp(key, "arch") == 0)
-        return set_text(m->arch, sizeof(m->arch), key, value, "x86_64|aarch64", err, errsz);
-    if (strcmp(key, "firmware") == 0)
-        return set_text(m->firmware, sizeof(m->firmware), key, value, "bios|uefi", err, errsz);
-    if (strcmp(key, "machine") == 0)
-        return set_text(m->machine_type, sizeof(m->machine_type), key, value, "q35|pc|virt",
-                        err, errsz);
-    if (strcmp(key, "disk_bus") == 0)
-        return set_text(m->disk_bus, sizeof(m->disk_bus), key, value, "virtio|sata|ide", err,
+        return set_text(m->description, sizeof(m->description), key, value, NULL, err,
                         errsz);
+    if (strcmp(key, "arch") == 0)
+        return set_text(m->arch, sizeof(m->arch), key, value, "x86_64|aarch64", err,
+                        errsz);
+    if (strcmp(key, "firmware") == 0)
+        return set_text(m->firmware, sizeof(m->firmware), key, value, "bios|uefi", err,
+                        errsz);
+    if (strcmp(key, "machine") == 0)
+        return set_text(m->machine_type, sizeof(m->machine_type), key, value,
+                        "q35|pc|virt", err, errsz);
+    if (strcmp(key, "disk_bus") == 0)
+        return set_text(m->disk_bus, sizeof(m->disk_bus), key, value, "virtio|sata|ide",
+                        err, errsz);
     if (strcmp(key, "video") == 0)
         return set_text(m->video, sizeof(m->video), key, value,
                         "vga|virtio|bochs|qxl|cirrus|ramfb", err, errsz);
@@ -128,7 +134,8 @@ int catalog_set(struct catalog_machine *m, const char *dir, const char *key,
         char *end;
         unsigned long n = strtoul(value, &end, 10);
         if (end == value || *end || n < 1 || n > 1024) {
-            snprintf(err, errsz, "cpus: '%s' must be a whole number from 1 to 1024", value);
+            snprintf(err, errsz, "cpus: '%s' must be a whole number from 1 to 1024",
+                     value);
             return -1;
         }
         m->cpus = (unsigned)n;
@@ -177,10 +184,11 @@ int catalog_set(struct catalog_machine *m, const char *dir, const char *key,
         m->gpus = mask | 1u << SPEC_GPU_NONE;
         return 0;
     }
-    snprintf(err, errsz,
-             "'%s' is not a machine setting; use description, arch, firmware, machine, cpus, "
-             "memory, kernel, initrd, append, gpu, disk_bus, video, hugepages or pin_cpus",
-             key);
+    snprintf(
+        err, errsz,
+        "'%s' is not a machine setting; use description, arch, firmware, machine, cpus, "
+        "memory, kernel, initrd, append, gpu, disk_bus, video, hugepages or pin_cpus",
+        key);
     return -1;
 }
 
@@ -230,8 +238,10 @@ int catalog_finish(struct catalog_machine *m, char *err, size_t errsz)
         snprintf(err, errsz, "disk_bus: q35 has no IDE controller; use sata or virtio");
         return -1;
     }
-    if (arm && (strcmp(m->disk_bus, "virtio") != 0 || !one_of(m->video, "virtio|ramfb"))) {
-        snprintf(err, errsz, "aarch64 guests use disk_bus virtio and video virtio or ramfb");
+    if (arm &&
+        (strcmp(m->disk_bus, "virtio") != 0 || !one_of(m->video, "virtio|ramfb"))) {
+        snprintf(err, errsz,
+                 "aarch64 guests use disk_bus virtio and video virtio or ramfb");
         return -1;
     }
     return 0;
@@ -265,8 +275,8 @@ static int check_inside(const char *dir, const char *what, const char *path, cha
         return -1;
     }
     if (!inside) {
-        snprintf(why, whysz, "its %s '%s' is outside the catalogue directory %s", what, path,
-                 dir);
+        snprintf(why, whysz, "its %s '%s' is outside the catalogue directory %s", what,
+                 path, dir);
         return -1;
     }
     return 0;
@@ -282,14 +292,17 @@ static int read_layer(struct catalog_machine *m, const char *dir, json_t *info, 
         snprintf(why, whysz, "qemu-img info gave no file name or format");
         return -1;
     }
-    if (!in_list(format, known_formats, sizeof(known_formats) / sizeof(known_formats[0]))) {
-        snprintf(why, whysz, "'%s' has format %s, which qdesk does not boot", file, format);
+    if (!in_list(format, known_formats,
+                 sizeof(known_formats) / sizeof(known_formats[0]))) {
+        snprintf(why, whysz, "'%s' has format %s, which qdesk does not boot", file,
+                 format);
         return -1;
     }
     if (check_inside(dir, m->n_chain ? "backing file" : "image", file, why, whysz) < 0)
         return -1;
     if (m->n_chain == CATALOG_CHAIN_MAX) {
-        snprintf(why, whysz, "its backing chain is longer than %d images", CATALOG_CHAIN_MAX);
+        snprintf(why, whysz, "its backing chain is longer than %d images",
+                 CATALOG_CHAIN_MAX);
         return -1;
     }
     /* Files a layer reads besides its backing file: qcow2 external data files and
@@ -316,15 +329,20 @@ static int read_layer(struct catalog_machine *m, const char *dir, json_t *info, 
 static int probe_image(struct catalog_machine *m, const char *dir, const char *path,
                        const char *ext, const char *qemu_img, char *why, size_t whysz)
 {
-    char *const argv[] = {(char *)qemu_img, "info", "--output=json", "--backing-chain", "-U",
-                          (char *)path,     NULL};
+    char *const argv[] = {
+        (char *)qemu_img, "info", "--output=json", "--backing-chain", "-U",
+        (char *)path,     NULL};
     /* qemu-img parses untrusted headers: bound it as OpenStack does. */
-    struct proc_spawn s = {.argv = argv, .stdout_fd = -1, .stderr_fd = -1,
-                           .limit_as = 1ULL << 30, .limit_cpu = 30};
+    struct proc_spawn s = {.argv = argv,
+                           .stdout_fd = -1,
+                           .stderr_fd = -1,
+                           .limit_as = 1ULL << 30,
+                           .limit_cpu = 30};
     char *out = NULL, err[512] = "";
     int rc = proc_run(&s, 30000, &out, 1 << 20, err, sizeof(err));
     if (rc != 0) {
-        snprintf(why, whysz, "qemu-img info failed: %s", err[0] ? err : "no reason given");
+        snprintf(why, whysz, "qemu-img info failed: %s",
+                 err[0] ? err : "no reason given");
         free(out);
         return -1;
     }
@@ -346,7 +364,8 @@ static int probe_image(struct catalog_machine *m, const char *dir, const char *p
     }
     if (rc == 0) {
         json_t *top = json_array_get(chain, 0);
-        m->virtual_size = (uint64_t)json_integer_value(json_object_get(top, "virtual-size"));
+        m->virtual_size =
+            (uint64_t)json_integer_value(json_object_get(top, "virtual-size"));
         m->file_size = (uint64_t)json_integer_value(json_object_get(top, "actual-size"));
     }
     json_decref(chain);
@@ -434,7 +453,8 @@ static void check_boot_files(struct catalog_machine *m, const char *dir)
             check_inside(dir, what[i], files[i], m->refused, sizeof(m->refused));
 }
 
-struct catalog *catalog_load(const char *dir, const char *qemu_img, char *err, size_t errsz)
+struct catalog *catalog_load(const char *dir, const char *qemu_img, char *err,
+                             size_t errsz)
 {
     struct catalog *c = calloc(1, sizeof(*c));
     if (!c) {
@@ -469,7 +489,8 @@ struct catalog *catalog_load(const char *dir, const char *qemu_img, char *err, s
             continue;
         }
         snprintf(path, sizeof(path), "%s/%s", c->dir, de->d_name);
-        if (probe_image(m, c->dir, path, ext, qemu_img, m->refused, sizeof(m->refused)) < 0)
+        if (probe_image(m, c->dir, path, ext, qemu_img, m->refused, sizeof(m->refused)) <
+            0)
             m->n_chain = 0;
     }
     closedir(d);
@@ -508,8 +529,9 @@ const struct catalog_machine *catalog_lookup(const struct catalog *c, const char
 {
     const struct catalog_machine *m = catalog_find(c, name);
     if (!m)
-        snprintf(err, errsz, "machine: '%s' is not in the catalogue %s (see qdesk machines)",
-                 name, c->dir);
+        snprintf(err, errsz,
+                 "machine: '%s' is not in the catalogue %s (see qdesk machines)", name,
+                 c->dir);
     return m;
 }
 
@@ -528,12 +550,12 @@ json_t *catalog_machine_json(const struct catalog_machine *m)
     for (int k = 0; k < SPEC_GPU_KINDS; k++)
         if (m->gpus & (1u << k))
             json_array_append_new(gpus, json_string(spec_gpu_name((enum spec_gpu)k)));
-    json_t *o = json_pack("{s:s, s:s, s:s, s:I, s:I, s:s, s:s, s:s, s:s, s:o}", "name",
-                          m->name, "format", m->n_chain ? m->chain[0].format : "",
-                          "media", media[m->media], "virtual_size",
-                          (json_int_t)m->virtual_size, "file_size", (json_int_t)m->file_size,
-                          "arch", m->arch, "firmware", m->firmware, "machine",
-                          m->machine_type, "description", m->description, "gpus", gpus);
+    json_t *o = json_pack(
+        "{s:s, s:s, s:s, s:I, s:I, s:s, s:s, s:s, s:s, s:o}", "name", m->name, "format",
+        m->n_chain ? m->chain[0].format : "", "media", media[m->media], "virtual_size",
+        (json_int_t)m->virtual_size, "file_size", (json_int_t)m->file_size, "arch",
+        m->arch, "firmware", m->firmware, "machine", m->machine_type, "description",
+        m->description, "gpus", gpus);
     if (m->cpus)
         json_object_set_new(o, "cpus", json_integer(m->cpus));
     if (m->memory_mb)

@@ -48,13 +48,13 @@ struct catalog_machine {
     char kernel[PATH_MAX]; /* direct boot; absolute, inside the directory */
     char initrd[PATH_MAX];
     char append[1024];
-    unsigned gpus;         /* allowed GPU kinds: bit (1 << enum spec_gpu) */
-    char disk_bus[8];      /* virtio | sata | ide */
-    char video[16];        /* vga | virtio | bochs | qxl | cirrus | ramfb */
+    unsigned gpus;              /* allowed GPU kinds: bit (1 << enum spec_gpu) */
+    char disk_bus[8];           /* virtio | sata | ide */
+    char video[16];             /* vga | virtio | bochs | qxl | cirrus | ramfb */
     unsigned long hugepages_kb; /* guest RAM from 2M or 1G hugepages; 0: none */
-    bool pin_cpus;         /* each vCPU gets a host CPU of its own */
+    bool pin_cpus;              /* each vCPU gets a host CPU of its own */
 
-    char refused[512];     /* non-empty: the machine cannot be started, and why */
+    char refused[512]; /* non-empty: the machine cannot be started, and why */
 };
 
 struct catalog {

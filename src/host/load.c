@@ -29,7 +29,8 @@ long long load_meminfo_mb(const char *sysroot, const char *field)
         return -1;
     snprintf(key, sizeof(key), "%s:", field);
     long long kb = -1;
-    for (const char *line = info; line && kb < 0; line = strchr(line, '\n'), line = line ? line + 1 : NULL)
+    for (const char *line = info; line && kb < 0;
+         line = strchr(line, '\n'), line = line ? line + 1 : NULL)
         if (!strncmp(line, key, strlen(key)))
             kb = strtoll(line + strlen(key), NULL, 10);
     free(info);

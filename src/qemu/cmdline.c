@@ -25,7 +25,8 @@ static bool has_vfio(const struct vm_spec *s)
 }
 
 /* Adds "flag RUNDIR/file"-style option values: a path inside the run directory. */
-static void rundir_path(const struct vm_spec *s, const char *file, char *out, size_t outsz)
+static void rundir_path(const struct vm_spec *s, const char *file, char *out,
+                        size_t outsz)
 {
     snprintf(out, outsz, "%s/%s", s->rundir, file);
 }
@@ -70,8 +71,9 @@ static int build_cpu(struct argv *a, const struct vm_spec *s)
     if (s->gpu_grant.hide_kvm) {
         /* consumer NVIDIA drivers refuse to run when they see a hypervisor */
         qopt_word(&o, "kvm=off");
-        qopt_add(&o, "hv-vendor-id", s->gpu_grant.hv_vendor_id[0] ? s->gpu_grant.hv_vendor_id
-                                                                  : GPU_HV_VENDOR_ID);
+        qopt_add(&o, "hv-vendor-id",
+                 s->gpu_grant.hv_vendor_id[0] ? s->gpu_grant.hv_vendor_id
+                                              : GPU_HV_VENDOR_ID);
     }
     argv_add_qopt(a, "-cpu", &o);
     argv_add(a, "-smp");
@@ -120,8 +122,8 @@ static void add_blockdev(struct argv *a, const char *node, const char *path,
     qopt_add(&o, "node-name", node);
     if (read_only)
         qopt_word(&o, "read-only=on");
-    bool has_backing = !strcmp(format, "qcow2") || !strcmp(format, "qed") ||
-                       !strcmp(format, "vmdk");
+    bool has_backing =
+        !strcmp(format, "qcow2") || !strcmp(format, "qed") || !strcmp(format, "vmdk");
     if (has_backing)
         qopt_add(&o, "backing", backing ? backing : "");
     argv_add_qopt(a, "-blockdev", &o);
@@ -458,7 +460,8 @@ static int build_process(struct argv *a, const struct vm_spec *s)
     argv_add(a, "-pidfile");
     argv_add(a, path);
     argv_add(a, "-sandbox");
-    argv_add(a, "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny");
+    argv_add(a,
+             "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny");
     argv_add(a, "-msg");
     argv_add(a, "timestamp=on");
     return argv_status(a);

@@ -12,14 +12,15 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#define QMP_LINE_MAX (16u << 20) /* query replies can be large; anything above is garbage */
-#define QMP_EVENTS_MAX 1024      /* queued events beyond this are dropped, oldest first */
+#define QMP_LINE_MAX                                                                     \
+    (16u << 20)             /* query replies can be large; anything above is garbage */
+#define QMP_EVENTS_MAX 1024 /* queued events beyond this are dropped, oldest first */
 
 struct qmp {
     int fd;
     char *buf; /* received bytes not yet parsed */
     size_t len, cap;
-    json_t *events; /* array, oldest first */
+    json_t *events;  /* array, oldest first */
     json_t *replies; /* replies read while waiting for another id */
     unsigned long next_id;
 };
@@ -187,7 +188,8 @@ int qmp_execute(struct qmp *q, const char *command, json_t *args, int timeout_ms
         if ((reply = qmp_take_reply(q, id)))
             break;
         if (!wait_readable(q->fd, deadline)) {
-            snprintf(err, errsz, "%s: no reply from QEMU within %d ms", command, timeout_ms);
+            snprintf(err, errsz, "%s: no reply from QEMU within %d ms", command,
+                     timeout_ms);
             return -1;
         }
         if (qmp_read(q) < 0) {

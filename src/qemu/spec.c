@@ -19,8 +19,8 @@
 #include <sys/utsname.h>
 #include <unistd.h>
 
-static const char *const gpu_names[SPEC_GPU_KINDS] = {"none", "virgl", "vf", "passthrough",
-                                                      "mdev"};
+static const char *const gpu_names[SPEC_GPU_KINDS] = {"none", "virgl", "vf",
+                                                      "passthrough", "mdev"};
 
 int spec_gpu_parse(const char *name)
 {
@@ -51,7 +51,8 @@ static int parse_count(const char *value, uint64_t min, uint64_t max, uint64_t *
 
 bool spec_usb_emulated(const char *name)
 {
-    return !strcmp(name, "usb-kbd") || !strcmp(name, "usb-mouse") || !strcmp(name, "usb-tablet");
+    return !strcmp(name, "usb-kbd") || !strcmp(name, "usb-mouse") ||
+           !strcmp(name, "usb-tablet");
 }
 
 static bool usb_id_ok(const char *s)
@@ -79,7 +80,9 @@ static bool ifname_ok(const char *s)
 {
     size_t n = strlen(s);
     return n > 0 && n < 16 &&
-           strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-") == n;
+           strspn(s,
+                  "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-") ==
+               n;
 }
 
 /* Checks a host path given by a user: absolute, printable, no ".." component. */
@@ -95,7 +98,8 @@ static int host_path_ok(const char *field, const char *value, size_t max, char *
                  field);
         return -1;
     }
-    if (strstr(value, "/../") || (strlen(value) >= 3 && !strcmp(value + strlen(value) - 3, "/.."))) {
+    if (strstr(value, "/../") ||
+        (strlen(value) >= 3 && !strcmp(value + strlen(value) - 3, "/.."))) {
         snprintf(err, errsz, "%s: '..' is not allowed in a path", field);
         return -1;
     }
@@ -112,9 +116,10 @@ int spec_request_set(struct spec_request *r, const char *field, const char *valu
     uint64_t n;
     if (strcmp(field, "machine") == 0) {
         if (catalog_name_ok(value) < 0) {
-            snprintf(err, errsz,
-                     "machine: '%s' is not a machine name (letters, digits, '.', '_', '-')",
-                     value);
+            snprintf(
+                err, errsz,
+                "machine: '%s' is not a machine name (letters, digits, '.', '_', '-')",
+                value);
             return -1;
         }
         snprintf(r->machine, sizeof(r->machine), "%s", value);
@@ -122,7 +127,8 @@ int spec_request_set(struct spec_request *r, const char *field, const char *valu
     }
     if (strcmp(field, "cpus") == 0) {
         if (parse_count(value, 1, 1024, &n) < 0) {
-            snprintf(err, errsz, "cpus: '%s' must be a whole number of at least 1", value);
+            snprintf(err, errsz, "cpus: '%s' must be a whole number of at least 1",
+                     value);
             return -1;
         }
         r->cpus = (unsigned)n;
@@ -171,7 +177,8 @@ int spec_request_set(struct spec_request *r, const char *field, const char *valu
         }
         if (colon && (!colon[1] || strlen(colon + 1) >= sizeof(r->gpu_type) ||
                       catalog_name_ok(colon + 1) < 0)) {
-            snprintf(err, errsz, "gpu: '%s' is not a mediated device type name", colon + 1);
+            snprintf(err, errsz, "gpu: '%s' is not a mediated device type name",
+                     colon + 1);
             return -1;
         }
         r->gpu = (enum spec_gpu)k;
@@ -180,8 +187,10 @@ int spec_request_set(struct spec_request *r, const char *field, const char *valu
     }
     if (strcmp(field, "usb") == 0) {
         if (!usb_id_ok(value)) {
-            snprintf(err, errsz, "usb: '%s' must be VID:PID (such as 046d:c52b), BUS-PORT "
-                     "(such as 1-2.3) or one of " SPEC_USB_EMULATED, value);
+            snprintf(err, errsz,
+                     "usb: '%s' must be VID:PID (such as 046d:c52b), BUS-PORT "
+                     "(such as 1-2.3) or one of " SPEC_USB_EMULATED,
+                     value);
             return -1;
         }
         if (r->n_usb == SPEC_MAX_USB) {
@@ -201,8 +210,10 @@ int spec_request_set(struct spec_request *r, const char *field, const char *valu
             snprintf(r->bridge, sizeof(r->bridge), "%s", value + 7);
             return 0;
         }
-        snprintf(err, errsz, "net: '%s' must be user, none or bridge=NAME (an interface "
-                 "name of up to 15 letters, digits, '_', '.', '-')", value);
+        snprintf(err, errsz,
+                 "net: '%s' must be user, none or bridge=NAME (an interface "
+                 "name of up to 15 letters, digits, '_', '.', '-')",
+                 value);
         return -1;
     }
     if (strcmp(field, "mount") == 0 || strcmp(field, "mounts") == 0) {
@@ -240,15 +251,16 @@ void spec_limits_from_config(const struct config *cfg, struct spec_limits *lim)
 
 /* Copies src into dst of size n; refuses what QEMU cannot carry or what does not
  * fit, naming field. */
-static int copy_checked(char *dst, size_t n, const char *src, const char *field, char *err,
-                        size_t errsz)
+static int copy_checked(char *dst, size_t n, const char *src, const char *field,
+                        char *err, size_t errsz)
 {
     int bad = qopt_bad_char(src);
     if (bad) {
-        snprintf(err, errsz,
-                 "%s: the value holds control character 0x%02x (such as a newline), which "
-                 "QEMU cannot carry",
-                 field, bad);
+        snprintf(
+            err, errsz,
+            "%s: the value holds control character 0x%02x (such as a newline), which "
+            "QEMU cannot carry",
+            field, bad);
         return -1;
     }
     if (strlen(src) >= n) {
@@ -279,10 +291,11 @@ int spec_resolve(const struct spec_request *req, const struct catalog_machine *m
     /* QEMU's sockets live in the run directory; a unix socket path has a fixed limit. */
     size_t max_rundir = sizeof(((struct sockaddr_un *)0)->sun_path) - sizeof("/qmp.sock");
     if (strlen(rundir) > max_rundir) {
-        snprintf(err, errsz,
-                 "rundir: '%s' is longer than the %zu characters a unix socket path allows; "
-                 "set [paths] state to a shorter directory",
-                 rundir, max_rundir);
+        snprintf(
+            err, errsz,
+            "rundir: '%s' is longer than the %zu characters a unix socket path allows; "
+            "set [paths] state to a shorter directory",
+            rundir, max_rundir);
         return -1;
     }
 
@@ -292,7 +305,8 @@ int spec_resolve(const struct spec_request *req, const struct catalog_machine *m
     snprintf(out->machine_type, sizeof(out->machine_type), "%s", m->machine_type);
     const char *qemu = arm ? host->qemu_aarch64 : host->qemu_x86_64;
     if (!qemu[0]) {
-        snprintf(err, errsz, "machine: no QEMU for %s guests is installed (Debian package %s)",
+        snprintf(err, errsz,
+                 "machine: no QEMU for %s guests is installed (Debian package %s)",
                  m->arch, arm ? "qemu-system-arm" : "qemu-system-x86");
         return -1;
     }
@@ -302,7 +316,8 @@ int spec_resolve(const struct spec_request *req, const struct catalog_machine *m
         const char *code = arm ? host->aavmf_code : host->ovmf_code;
         const char *vars = arm ? host->aavmf_vars : host->ovmf_vars;
         if (!code[0] || !vars[0]) {
-            snprintf(err, errsz, "firmware: UEFI for %s is not installed (Debian package %s)",
+            snprintf(err, errsz,
+                     "firmware: UEFI for %s is not installed (Debian package %s)",
                      m->arch, arm ? "qemu-efi-aarch64" : "ovmf");
             return -1;
         }
@@ -312,8 +327,8 @@ int spec_resolve(const struct spec_request *req, const struct catalog_machine *m
     bool same_arch = strcmp(host->arch, m->arch) == 0;
     if (strcmp(host->accel, "kvm") == 0) {
         if (!same_arch) {
-            snprintf(err, errsz, "accel: KVM cannot run %s guests on this %s host", m->arch,
-                     host->arch);
+            snprintf(err, errsz, "accel: KVM cannot run %s guests on this %s host",
+                     m->arch, host->arch);
             return -1;
         }
         out->kvm = true;
@@ -337,7 +352,8 @@ int spec_resolve(const struct spec_request *req, const struct catalog_machine *m
     if (max_mem > host->memory_mb)
         max_mem = host->memory_mb;
     if (mem < lim->min_memory_mb || mem > max_mem) {
-        snprintf(err, errsz, "memory_mb: %llu MiB is out of range (allowed %llu..%llu MiB)",
+        snprintf(err, errsz,
+                 "memory_mb: %llu MiB is out of range (allowed %llu..%llu MiB)",
                  (unsigned long long)mem, (unsigned long long)lim->min_memory_mb,
                  (unsigned long long)max_mem);
         return -1;
@@ -356,16 +372,19 @@ int spec_resolve(const struct spec_request *req, const struct catalog_machine *m
 
     /* Boot media. */
     out->cdrom = m->media == CATALOG_MEDIA_CDROM;
-    for (size_t i = 0; i < m->n_chain && i < sizeof(out->chain) / sizeof(out->chain[0]); i++) {
+    for (size_t i = 0; i < m->n_chain && i < sizeof(out->chain) / sizeof(out->chain[0]);
+         i++) {
         if (copy_checked(out->chain[i].path, sizeof(out->chain[i].path), m->chain[i].path,
                          "image", err, errsz) < 0)
             return -1;
-        snprintf(out->chain[i].format, sizeof(out->chain[i].format), "%s", m->chain[i].format);
+        snprintf(out->chain[i].format, sizeof(out->chain[i].format), "%s",
+                 m->chain[i].format);
         out->n_chain++;
     }
     snprintf(out->disk_bus, sizeof(out->disk_bus), "%s", m->disk_bus);
     if (req->disk_gb && !out->cdrom) {
-        snprintf(err, errsz, "disk_gb: only machines that boot from an ISO get a data disk");
+        snprintf(err, errsz,
+                 "disk_gb: only machines that boot from an ISO get a data disk");
         return -1;
     }
     if (out->cdrom) {
@@ -376,9 +395,12 @@ int spec_resolve(const struct spec_request *req, const struct catalog_machine *m
             return -1;
         }
     }
-    if (copy_checked(out->kernel, sizeof(out->kernel), m->kernel, "kernel", err, errsz) < 0 ||
-        copy_checked(out->initrd, sizeof(out->initrd), m->initrd, "initrd", err, errsz) < 0 ||
-        copy_checked(out->append, sizeof(out->append), m->append, "append", err, errsz) < 0)
+    if (copy_checked(out->kernel, sizeof(out->kernel), m->kernel, "kernel", err, errsz) <
+            0 ||
+        copy_checked(out->initrd, sizeof(out->initrd), m->initrd, "initrd", err, errsz) <
+            0 ||
+        copy_checked(out->append, sizeof(out->append), m->append, "append", err, errsz) <
+            0)
         return -1;
 
     /* Devices. */
@@ -396,8 +418,10 @@ int spec_resolve(const struct spec_request *req, const struct catalog_machine *m
     snprintf(out->hugetlbfs, sizeof(out->hugetlbfs), "%s", host->hugetlbfs);
     out->pin_cpus = m->pin_cpus;
     if (out->pin_cpus && out->cpus > host->cores) {
-        snprintf(err, errsz, "cpus: pinning %u vCPUs needs as many host CPUs (this host has "
-                 "%u)", out->cpus, host->cores);
+        snprintf(err, errsz,
+                 "cpus: pinning %u vCPUs needs as many host CPUs (this host has "
+                 "%u)",
+                 out->cpus, host->cores);
         return -1;
     }
     out->net = req->net;
@@ -431,8 +455,8 @@ int spec_host_probe(const struct config *cfg, struct spec_host *host)
     long long total = load_meminfo_mb(cfg->sysroot, "MemTotal");
     host->memory_mb = total > 0 ? (uint64_t)total : 0;
     snprintf(host->accel, sizeof(host->accel), "%s", cfg->accel);
-    host->kvm_usable = accel_kvm_usable(cfg->sysroot, host->arch, host->kvm_why,
-                                        sizeof(host->kvm_why));
+    host->kvm_usable =
+        accel_kvm_usable(cfg->sysroot, host->arch, host->kvm_why, sizeof(host->kvm_why));
     if (!host->kvm_usable && strcmp(cfg->accel, "auto") == 0)
         log_info("accel: guests run under TCG because %s", host->kvm_why);
 

@@ -41,10 +41,10 @@ struct spec_request {
     unsigned cpus;
     uint64_t memory_mb;
     uint64_t lifetime_s;
-    unsigned disk_gb;              /* blank data disk beside an ISO */
+    unsigned disk_gb; /* blank data disk beside an ISO */
     enum spec_gpu gpu;
-    char gpu_type[64];             /* mdev type, e.g. i915-GVTg_V5_4 */
-    char usb[SPEC_MAX_USB][32];    /* VID:PID, BUS-PORT or an emulated device */
+    char gpu_type[64];          /* mdev type, e.g. i915-GVTg_V5_4 */
+    char usb[SPEC_MAX_USB][32]; /* VID:PID, BUS-PORT or an emulated device */
     size_t n_usb;
     enum spec_net net;
     char bridge[16];
@@ -66,7 +66,7 @@ int spec_request_set(struct spec_request *r, const char *field, const char *valu
 /* Service-wide bounds and defaults (from the config). */
 struct spec_limits {
     uint64_t min_memory_mb;
-    uint64_t max_memory_mb;       /* 0: the host's memory */
+    uint64_t max_memory_mb; /* 0: the host's memory */
     uint64_t default_memory_mb;
     unsigned default_cpus;
     uint64_t default_lifetime_s;
@@ -78,12 +78,12 @@ struct spec_limits {
 
 /* Facts about the host. Probed by spec_host_probe(), or faked by the tests. */
 struct spec_host {
-    char arch[16];            /* the host's own arch: KVM runs only same-arch guests */
+    char arch[16]; /* the host's own arch: KVM runs only same-arch guests */
     unsigned cores;
     uint64_t memory_mb;
-    char accel[8];            /* config: auto | kvm | tcg */
-    bool kvm_usable;          /* /dev/kvm opens and can run ordinary guests */
-    char kvm_why[256];        /* why KVM is not usable */
+    char accel[8];     /* config: auto | kvm | tcg */
+    bool kvm_usable;   /* /dev/kvm opens and can run ordinary guests */
+    char kvm_why[256]; /* why KVM is not usable */
     char qemu_x86_64[PATH_MAX];
     char qemu_aarch64[PATH_MAX];
     char ovmf_code[PATH_MAX];
@@ -117,41 +117,41 @@ bool spec_usb_emulated(const char *name);
 /* A resolved VM: everything the command-line builder needs, nothing it must
  * decide or check. */
 struct vm_spec {
-    char name[SPEC_NAME_MAX];     /* -name guest=... */
-    char rundir[PATH_MAX];        /* qmp.sock, vnc.sock, serial.log, overlay, vars */
-    char qemu[PATH_MAX];          /* the emulator binary */
+    char name[SPEC_NAME_MAX]; /* -name guest=... */
+    char rundir[PATH_MAX];    /* qmp.sock, vnc.sock, serial.log, overlay, vars */
+    char qemu[PATH_MAX];      /* the emulator binary */
     char arch[16];
     char machine_type[16];
     bool uefi;
-    char fw_code[PATH_MAX];       /* UEFI firmware; fw_vars is the template copied */
-    char fw_vars[PATH_MAX];       /*   per session into RUNDIR/vars.fd */
+    char fw_code[PATH_MAX]; /* UEFI firmware; fw_vars is the template copied */
+    char fw_vars[PATH_MAX]; /*   per session into RUNDIR/vars.fd */
     bool kvm;
     unsigned cpus, sockets, cores, threads;
     uint64_t memory_mb;
 
-    bool cdrom;                   /* chain[0] is an ISO */
-    struct vm_layer chain[8];     /* base image and its backing files, top first */
-    size_t n_chain;               /* 0: no image (direct kernel boot only) */
+    bool cdrom;               /* chain[0] is an ISO */
+    struct vm_layer chain[8]; /* base image and its backing files, top first */
+    size_t n_chain;           /* 0: no image (direct kernel boot only) */
     char disk_bus[8];
-    unsigned data_disk_gb;        /* ISO only: blank qcow2 data disk */
+    unsigned data_disk_gb; /* ISO only: blank qcow2 data disk */
     char kernel[PATH_MAX];
     char initrd[PATH_MAX];
     char append[1024];
 
     char video[16];
-    enum spec_gpu gpu;            /* what was asked for; the grant says what is given */
-    struct gpu_grant gpu_grant;   /* filled by the allocator (session/alloc.c) */
+    enum spec_gpu gpu;          /* what was asked for; the grant says what is given */
+    struct gpu_grant gpu_grant; /* filled by the allocator (session/alloc.c) */
     bool virgl_sdl;
     char x_display[32];
     struct vm_usb usb[SPEC_MAX_USB];
     size_t n_usb;
-    unsigned long hugepages_kb;   /* guest RAM from hugepages of this size; 0: none */
+    unsigned long hugepages_kb; /* guest RAM from hugepages of this size; 0: none */
     char hugetlbfs[PATH_MAX];
-    bool pin_cpus;                /* vCPUs get host CPUs of their own */
+    bool pin_cpus; /* vCPUs get host CPUs of their own */
     enum spec_net net;
     char bridge[16];
-    char mac[18];                 /* derived from the name: stable, unique per VM */
-    int tap_fd;                   /* bridge: the tap's descriptor number in QEMU */
+    char mac[18]; /* derived from the name: stable, unique per VM */
+    int tap_fd;   /* bridge: the tap's descriptor number in QEMU */
 };
 
 /* Checks req against the machine, the host and the limits, and fills out with the

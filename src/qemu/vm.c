@@ -38,8 +38,11 @@ static int run_qemu_img(const char *qemu_img, const char *const *args, char *err
     for (size_t i = 0; args[i] && n < 15; i++)
         argv[n++] = (char *)args[i];
     argv[n] = NULL;
-    struct proc_spawn s = {.argv = argv, .stdout_fd = -1, .stderr_fd = -1,
-                           .limit_as = 1ULL << 30, .limit_cpu = 30};
+    struct proc_spawn s = {.argv = argv,
+                           .stdout_fd = -1,
+                           .stderr_fd = -1,
+                           .limit_as = 1ULL << 30,
+                           .limit_cpu = 30};
     char why[512] = "";
     int rc = proc_run(&s, 30000, NULL, 0, why, sizeof(why));
     if (rc != 0) {
@@ -67,9 +70,11 @@ int vm_prepare(const struct vm_spec *s, const char *qemu_img, const struct vm_us
 
     if (s->n_chain > 0 && !s->cdrom) {
         path_in(s->rundir, RUNDIR_OVERLAY, path, sizeof(path));
-        const char *args[] = {"create", "-q", "-f", "qcow2", "-F", s->chain[0].format,
-                              "-b", s->chain[0].path, path, NULL};
-        if (run_qemu_img(qemu_img, args, err, errsz) < 0 || give_to(user, path, err, errsz) < 0)
+        const char *args[] = {
+            "create",         "-q", "-f", "qcow2", "-F", s->chain[0].format, "-b",
+            s->chain[0].path, path, NULL};
+        if (run_qemu_img(qemu_img, args, err, errsz) < 0 ||
+            give_to(user, path, err, errsz) < 0)
             goto fail;
     }
     if (s->cdrom) {
@@ -77,7 +82,8 @@ int vm_prepare(const struct vm_spec *s, const char *qemu_img, const struct vm_us
         snprintf(size, sizeof(size), "%uG", s->data_disk_gb);
         path_in(s->rundir, RUNDIR_DATA, path, sizeof(path));
         const char *args[] = {"create", "-q", "-f", "qcow2", path, size, NULL};
-        if (run_qemu_img(qemu_img, args, err, errsz) < 0 || give_to(user, path, err, errsz) < 0)
+        if (run_qemu_img(qemu_img, args, err, errsz) < 0 ||
+            give_to(user, path, err, errsz) < 0)
             goto fail;
     }
     if (s->uefi) {
@@ -232,7 +238,8 @@ int vm_connect(struct vm *vm, int timeout_ms, char *err, size_t errsz)
                 return 0;
         }
         if (proc_now_ms() >= deadline) {
-            snprintf(err, errsz, "QEMU did not open its QMP socket within %d ms", timeout_ms);
+            snprintf(err, errsz, "QEMU did not open its QMP socket within %d ms",
+                     timeout_ms);
             return -1;
         }
         vm_wait_exit(vm, 10);

@@ -21,7 +21,8 @@ const char *admission_reason_name(enum admission_reason r)
     return r < ADMIT_REASONS ? names[r] : "?";
 }
 
-enum admission_reason admission_check(const struct config *cfg, const struct spec_host *host,
+enum admission_reason admission_check(const struct config *cfg,
+                                      const struct spec_host *host,
                                       const struct admission_usage *u, unsigned cpus,
                                       uint64_t memory_mb, char *msg, size_t msgsz)
 {
@@ -29,18 +30,22 @@ enum admission_reason admission_check(const struct config *cfg, const struct spe
     if (u->sessions >= cfg->max_sessions) {
         if (u->stopping)
             snprintf(stopping, sizeof(stopping), " (%u of them stopping)", u->stopping);
-        snprintf(msg, msgsz,
-                 "the host is full: %u sessions run%s and the limit (max_sessions) is %llu",
-                 u->sessions, stopping, (unsigned long long)cfg->max_sessions);
+        snprintf(
+            msg, msgsz,
+            "the host is full: %u sessions run%s and the limit (max_sessions) is %llu",
+            u->sessions, stopping, (unsigned long long)cfg->max_sessions);
         return ADMIT_MAX_SESSIONS;
     }
     if (u->user_sessions >= cfg->max_sessions_per_user) {
         if (u->user_stopping)
-            snprintf(stopping, sizeof(stopping), " (%u of them stopping: try again in a "
-                     "moment)", u->user_stopping);
-        snprintf(msg, msgsz,
-                 "you already have %u sessions%s; the limit (max_sessions_per_user) is %llu",
-                 u->user_sessions, stopping, (unsigned long long)cfg->max_sessions_per_user);
+            snprintf(stopping, sizeof(stopping),
+                     " (%u of them stopping: try again in a "
+                     "moment)",
+                     u->user_stopping);
+        snprintf(
+            msg, msgsz,
+            "you already have %u sessions%s; the limit (max_sessions_per_user) is %llu",
+            u->user_sessions, stopping, (unsigned long long)cfg->max_sessions_per_user);
         return ADMIT_MAX_SESSIONS_PER_USER;
     }
     double cpu_limit = cfg->user_cpu_fraction * host->cores;
@@ -57,11 +62,13 @@ enum admission_reason admission_check(const struct config *cfg, const struct spe
                  "your sessions would hold %llu MiB of this host's %llu MiB; the limit "
                  "(user_memory_fraction %.2f) allows %.0f MiB",
                  (unsigned long long)(u->user_memory_mb + memory_mb),
-                 (unsigned long long)host->memory_mb, cfg->user_memory_fraction, mem_limit);
+                 (unsigned long long)host->memory_mb, cfg->user_memory_fraction,
+                 mem_limit);
         return ADMIT_USER_MEMORY;
     }
     double load[3];
-    if (load_average(cfg->sysroot, load) == 0 && load[0] / host->cores > cfg->max_load_per_core) {
+    if (load_average(cfg->sysroot, load) == 0 &&
+        load[0] / host->cores > cfg->max_load_per_core) {
         snprintf(msg, msgsz,
                  "the host is busy: its load is %.2f per core, above the limit "
                  "(max_load_per_core) %.2f; try again in a few minutes",
@@ -71,11 +78,12 @@ enum admission_reason admission_check(const struct config *cfg, const struct spe
     long long avail = load_meminfo_mb(cfg->sysroot, "MemAvailable");
     if (avail >= 0 &&
         (long long)memory_mb + (long long)cfg->min_mem_available_mb > avail) {
-        snprintf(msg, msgsz,
-                 "the host has too little free memory: %llu MiB asked, %lld MiB available "
-                 "and %llu MiB kept free (min_mem_available_mb)",
-                 (unsigned long long)memory_mb, avail,
-                 (unsigned long long)cfg->min_mem_available_mb);
+        snprintf(
+            msg, msgsz,
+            "the host has too little free memory: %llu MiB asked, %lld MiB available "
+            "and %llu MiB kept free (min_mem_available_mb)",
+            (unsigned long long)memory_mb, avail,
+            (unsigned long long)cfg->min_mem_available_mb);
         return ADMIT_MEM_AVAILABLE;
     }
     return ADMIT_OK;

@@ -27,7 +27,7 @@ const char *admission_reason_name(enum admission_reason r);
 /* What is held now by live sessions, in total and by the requesting user. */
 struct admission_usage {
     unsigned sessions;
-    unsigned stopping;      /* of sessions: still holding resources while they stop */
+    unsigned stopping; /* of sessions: still holding resources while they stop */
     unsigned user_sessions;
     unsigned user_stopping;
     unsigned user_cpus;
@@ -37,7 +37,8 @@ struct admission_usage {
 /* Checks one more session of cpus and memory_mb against the config's limits, the
  * host's 1-minute load and its MemAvailable (read under cfg->sysroot). Returns
  * ADMIT_OK, or the reason with a message for the user in msg. */
-enum admission_reason admission_check(const struct config *cfg, const struct spec_host *host,
+enum admission_reason admission_check(const struct config *cfg,
+                                      const struct spec_host *host,
                                       const struct admission_usage *usage, unsigned cpus,
                                       uint64_t memory_mb, char *msg, size_t msgsz);
 

@@ -35,8 +35,8 @@ static void mdev_uuid_for(const char *name, char *out, size_t outsz)
     h[8] = (h[8] & 0x3f) | 0x80;
     snprintf(out, outsz,
              "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", h[0],
-             h[1], h[2], h[3], h[4], h[5], h[6], h[7], h[8], h[9], h[10], h[11], h[12], h[13],
-             h[14], h[15]);
+             h[1], h[2], h[3], h[4], h[5], h[6], h[7], h[8], h[9], h[10], h[11], h[12],
+             h[13], h[14], h[15]);
 }
 
 static void gpu_request_for(const struct config *cfg, const struct spec_request *req,
@@ -100,7 +100,8 @@ static int plan_usb(const struct config *cfg, const struct spec_request *req,
         scanned = true;
         for (size_t j = 0; j < spec->n_usb && rc == 0; j++)
             if (spec->usb[j].bus == d->bus && !strcmp(spec->usb[j].devpath, d->devpath)) {
-                snprintf(err, errsz, "usb: %s names %s a second time", req->usb[i], d->port);
+                snprintf(err, errsz, "usb: %s names %s a second time", req->usb[i],
+                         d->port);
                 rc = -1;
             }
         u->bus = d->bus;
@@ -112,8 +113,9 @@ static int plan_usb(const struct config *cfg, const struct spec_request *req,
 }
 
 /* A host-matched topology for pinned vCPUs; busy are CPUs other sessions hold. */
-static int plan_cpus(const struct config *cfg, struct vm_spec *spec, const cpu_set_t *busy,
-                     struct cpu_plan *plan, char *err, size_t errsz)
+static int plan_cpus(const struct config *cfg, struct vm_spec *spec,
+                     const cpu_set_t *busy, struct cpu_plan *plan, char *err,
+                     size_t errsz)
 {
     struct cpu_topology t = {0};
     char why[512];
@@ -156,7 +158,7 @@ struct claim_list {
         char unit[96];
         char session[SESSION_ID_LEN];
         char *data;
-    } *v;
+    } * v;
     size_t n;
 };
 
@@ -217,8 +219,10 @@ static void undo(const struct config *cfg, const struct claim *c)
             hostw_chown(cfg->sysroot, path, 0, 0, err, sizeof(err)) < 0)
             log_warn("session %s: %s", c->session, err);
     } else if (!strcmp(c->kind, K_HUGEPAGES)) {
-        unsigned long size = (unsigned long)json_integer_value(json_object_get(data, "size_kb"));
-        unsigned long count = (unsigned long)json_integer_value(json_object_get(data, "count"));
+        unsigned long size =
+            (unsigned long)json_integer_value(json_object_get(data, "size_kb"));
+        unsigned long count =
+            (unsigned long)json_integer_value(json_object_get(data, "count"));
         if (hugepages_release(cfg->sysroot, size, count, err, sizeof(err)) < 0)
             log_error("session %s: %s", c->session, err);
     }
@@ -252,8 +256,8 @@ void alloc_reconcile(struct store *st, const struct config *cfg,
     claims_free(&l);
 }
 
-static int claim_json(struct store *st, const char *kind, const char *unit, const char *id,
-                      json_t *data)
+static int claim_json(struct store *st, const char *kind, const char *unit,
+                      const char *id, json_t *data)
 {
     char *text = json_dumps(data, JSON_COMPACT);
     json_decref(data);
@@ -271,15 +275,19 @@ static int acquire_gpu(struct store *st, const struct config *cfg, const char *i
     char err[1024];
     enum inventory_kind ik;
     switch (req->gpu) {
-    case SPEC_GPU_VF: ik = INVENTORY_VF; break;
-    case SPEC_GPU_PASSTHROUGH: ik = INVENTORY_GPU; break;
+    case SPEC_GPU_VF:
+        ik = INVENTORY_VF;
+        break;
+    case SPEC_GPU_PASSTHROUGH:
+        ik = INVENTORY_GPU;
+        break;
     default:
         /* virgl shares the render node; an mdev's instances are counted by the
          * kernel, and the device itself is claimed under its UUID */
         if (plan_gpu(cfg, req, spec, NULL, err, sizeof(err)) < 0) {
             bool full = strstr(err, "no free instance") != NULL;
             session_refuse(e, full ? SESSION_BUSY : SESSION_BAD_REQUEST,
-                 full ? "device_busy" : "invalid_field", "%s", err);
+                           full ? "device_busy" : "invalid_field", "%s", err);
             return -1;
         }
         if (req->gpu == SPEC_GPU_VIRGL)
@@ -312,10 +320,12 @@ static int acquire_gpu(struct store *st, const struct config *cfg, const char *i
             snprintf(why, sizeof(why), "%s", err);
             continue;
         }
-        int c = claim_json(st, K_GPU, units[i].id, id, gpu_grant_to_json(&spec->gpu_grant));
+        int c =
+            claim_json(st, K_GPU, units[i].id, id, gpu_grant_to_json(&spec->gpu_grant));
         if (c < 0) {
             free(units);
-            session_refuse(e, SESSION_INTERNAL, "store", "gpu: the claim could not be recorded");
+            session_refuse(e, SESSION_INTERNAL, "store",
+                           "gpu: the claim could not be recorded");
             return -1;
         }
         got = c == 1;
@@ -323,21 +333,23 @@ static int acquire_gpu(struct store *st, const struct config *cfg, const char *i
     free(units);
     if (!got) {
         if (usable)
-            session_refuse(e, SESSION_BUSY, "device_busy",
-                 "gpu: every %s on this host is in use (%zu of %zu); try again later",
-                 req->gpu == SPEC_GPU_VF ? "VF" : "GPU that can be passed through", usable,
-                 usable);
+            session_refuse(
+                e, SESSION_BUSY, "device_busy",
+                "gpu: every %s on this host is in use (%zu of %zu); try again later",
+                req->gpu == SPEC_GPU_VF ? "VF" : "GPU that can be passed through", usable,
+                usable);
         else
-            session_refuse(e, SESSION_BAD_REQUEST, "invalid_field", "gpu: this host has no %s%s%s",
-                 req->gpu == SPEC_GPU_VF ? "SR-IOV VF" : "GPU that can be passed through",
-                 why[0] ? ": " : "", why);
+            session_refuse(
+                e, SESSION_BAD_REQUEST, "invalid_field", "gpu: this host has no %s%s%s",
+                req->gpu == SPEC_GPU_VF ? "SR-IOV VF" : "GPU that can be passed through",
+                why[0] ? ": " : "", why);
         return -1;
     }
 prepare:;
     struct gpu_grant *g = &spec->gpu_grant;
     if (gpu_prepare(cfg->sysroot, g, err, sizeof(err)) < 0 ||
-        (user && user->set && gpu_grant_chown(cfg->sysroot, g, user->uid, user->gid, err,
-                                              sizeof(err)) < 0)) {
+        (user && user->set &&
+         gpu_grant_chown(cfg->sysroot, g, user->uid, user->gid, err, sizeof(err)) < 0)) {
         session_refuse(e, SESSION_INTERNAL, "device_failed", "%s", err);
         return -1; /* the caller releases the claim */
     }
@@ -356,8 +368,8 @@ prepare:;
 
 /* Claims one USB device; the device node goes to QEMU's user. */
 static int acquire_usb(struct store *st, const struct config *cfg, const char *id,
-                       const char *request, const struct vm_user *user, struct vm_usb *out,
-                       struct session_error *e)
+                       const char *request, const struct vm_user *user,
+                       struct vm_usb *out, struct session_error *e)
 {
     if (spec_usb_emulated(request)) { /* QEMU's own: nothing on the host to claim */
         snprintf(out->emulated, sizeof(out->emulated), "%s", request);
@@ -370,7 +382,7 @@ static int acquire_usb(struct store *st, const struct config *cfg, const char *i
         usb_resolve(&list, request, &d, why, sizeof(why)) < 0) {
         usb_list_free(&list);
         session_refuse(e, SESSION_BAD_REQUEST, "invalid_field", "%s%s",
-             strncmp(why, "usb:", 4) ? "usb: " : "", why);
+                       strncmp(why, "usb:", 4) ? "usb: " : "", why);
         return -1;
     }
     char unit[64], path[64];
@@ -378,19 +390,20 @@ static int acquire_usb(struct store *st, const struct config *cfg, const char *i
     snprintf(path, sizeof(path), "/dev/bus/usb/%03u/%03u", d->bus, d->devnum);
     bool chown = user && user->set;
     int c = claim_json(st, K_USB, unit, id,
-                       json_pack("{s:i, s:i, s:s, s:b, s:s}", "bus", (int)d->bus, "devnum",
-                                 (int)d->devnum, "devpath", d->devpath, "chowned", chown,
-                                 "request", request));
+                       json_pack("{s:i, s:i, s:s, s:b, s:s}", "bus", (int)d->bus,
+                                 "devnum", (int)d->devnum, "devpath", d->devpath,
+                                 "chowned", chown, "request", request));
     if (c != 1) {
         session_refuse(e, c == 0 ? SESSION_BUSY : SESSION_INTERNAL, "device_busy",
-             "usb: %s (%s) is in use by another session", d->port, d->name);
+                       "usb: %s (%s) is in use by another session", d->port, d->name);
         usb_list_free(&list);
         return -1;
     }
     out->bus = d->bus;
     snprintf(out->devpath, sizeof(out->devpath), "%s", d->devpath);
     usb_list_free(&list);
-    if (chown && hostw_chown(cfg->sysroot, path, user->uid, user->gid, why, sizeof(why)) < 0) {
+    if (chown &&
+        hostw_chown(cfg->sysroot, path, user->uid, user->gid, why, sizeof(why)) < 0) {
         session_refuse(e, SESSION_INTERNAL, "device_failed", "usb: %s", why);
         store_alloc_release_unit(st, K_USB, unit);
         return -1;
@@ -427,8 +440,8 @@ static int acquire_cpus(struct store *st, const struct config *cfg, const char *
         if (claim_json(st, K_CPU, unit, id, json_pack("{s:i}", "vcpu", (int)i)) != 1) {
             json_decref(cpus);
             json_decref(emu);
-            session_refuse(e, SESSION_BUSY, "device_busy", "cpus: host CPU %d is pinned already",
-                 plan.vcpu_cpu[i]);
+            session_refuse(e, SESSION_BUSY, "device_busy",
+                           "cpus: host CPU %d is pinned already", plan.vcpu_cpu[i]);
             return -1;
         }
         json_array_append_new(cpus, json_integer(plan.vcpu_cpu[i]));
@@ -438,7 +451,8 @@ static int acquire_cpus(struct store *st, const struct config *cfg, const char *
             json_array_append_new(emu, json_integer(c));
     char unit[64];
     snprintf(unit, sizeof(unit), "cpuplan:%s", id);
-    claim_json(st, K_CPUPLAN, unit, id, json_pack("{s:o, s:o}", "vcpus", cpus, "emulator", emu));
+    claim_json(st, K_CPUPLAN, unit, id,
+               json_pack("{s:o, s:o}", "vcpus", cpus, "emulator", emu));
     return 0;
 }
 
@@ -457,14 +471,15 @@ int alloc_acquire(struct store *st, const struct config *cfg, const char *id,
     if (spec->hugepages_kb) {
         unsigned long count = hugepages_count(spec->memory_mb, spec->hugepages_kb);
         char err[512], unit[64];
-        if (hugepages_reserve(cfg->sysroot, spec->hugepages_kb, count, err, sizeof(err)) < 0) {
+        if (hugepages_reserve(cfg->sysroot, spec->hugepages_kb, count, err, sizeof(err)) <
+            0) {
             session_refuse(e, SESSION_FULL, "hugepages", "hugepages: %s", err);
             goto fail;
         }
         snprintf(unit, sizeof(unit), "hugepages:%s", id);
         claim_json(st, K_HUGEPAGES, unit, id,
-                   json_pack("{s:I, s:I}", "size_kb", (json_int_t)spec->hugepages_kb, "count",
-                             (json_int_t)count));
+                   json_pack("{s:I, s:I}", "size_kb", (json_int_t)spec->hugepages_kb,
+                             "count", (json_int_t)count));
     }
     if (spec->pin_cpus && acquire_cpus(st, cfg, id, spec, e) < 0)
         goto fail;
@@ -486,14 +501,16 @@ int alloc_pin(struct store *st, const char *id, int pid, const int *vcpu_tids,
     claims_free(&l);
     if (!plan)
         return 0; /* nothing to pin */
-    struct cpu_plan p = {.vcpus = (unsigned)json_array_size(json_object_get(plan, "vcpus"))};
+    struct cpu_plan p = {.vcpus =
+                             (unsigned)json_array_size(json_object_get(plan, "vcpus"))};
     CPU_ZERO(&p.emulator);
     for (unsigned i = 0; i < p.vcpus && i < CPU_PLAN_MAX; i++)
-        p.vcpu_cpu[i] = (int)json_integer_value(json_array_get(json_object_get(plan, "vcpus"), i));
+        p.vcpu_cpu[i] =
+            (int)json_integer_value(json_array_get(json_object_get(plan, "vcpus"), i));
     size_t k;
     json_t *c;
-    json_array_foreach(json_object_get(plan, "emulator"), k, c) CPU_SET((int)json_integer_value(c),
-                                                                        &p.emulator);
+    json_array_foreach(json_object_get(plan, "emulator"), k, c)
+        CPU_SET((int)json_integer_value(c), &p.emulator);
     json_decref(plan);
     /* QEMU's other threads: every task of the process that is not a vCPU. */
     pid_t tids[CPU_PLAN_MAX], others[256];
@@ -551,8 +568,8 @@ int alloc_usb_detach(struct store *st, const struct config *cfg, const char *id,
     }
     claims_free(&l);
     if (rc < 0)
-        session_refuse(e, SESSION_NOT_FOUND, "not_found", "usb: session %s holds no device %s", id,
-             request);
+        session_refuse(e, SESSION_NOT_FOUND, "not_found",
+                       "usb: session %s holds no device %s", id, request);
     return rc;
 }
 
@@ -568,7 +585,8 @@ static void inventory_kind(json_t *out, const char *key, enum inventory_kind kin
     if (inventory_list(cfg->sysroot, kind, cfg->allow_host_console, &units, &n, err,
                        sizeof(err)) == 0) {
         for (size_t i = 0; i < n; i++) {
-            const char *who = holder(claims, kind == INVENTORY_USB ? K_USB : K_GPU, units[i].id);
+            const char *who =
+                holder(claims, kind == INVENTORY_USB ? K_USB : K_GPU, units[i].id);
             json_t *u = json_pack("{s:s, s:s, s:b, s:i, s:b}", "id", units[i].id, "label",
                                   units[i].label, "usable", units[i].usable, "capacity",
                                   (int)units[i].capacity, "in_use", who != NULL);
@@ -601,9 +619,9 @@ json_t *alloc_inventory_json(struct store *st, const struct config *cfg, bool ad
     int n = hugepages_pools(cfg->sysroot, pools, 4, err, sizeof(err));
     for (int i = 0; i < n; i++)
         json_array_append_new(hp, json_pack("{s:I, s:I, s:I}", "size_kb",
-                                             (json_int_t)pools[i].size_kb, "total",
-                                             (json_int_t)pools[i].nr, "free",
-                                             (json_int_t)pools[i].free));
+                                            (json_int_t)pools[i].size_kb, "total",
+                                            (json_int_t)pools[i].nr, "free",
+                                            (json_int_t)pools[i].free));
     json_object_set_new(out, "hugepages", hp);
     claims_free(&claims);
     return out;
@@ -627,8 +645,8 @@ unsigned alloc_gpu_kinds(const struct config *cfg)
         struct inventory_unit *units = NULL;
         size_t n = 0;
         char err[256];
-        if (inventory_list(cfg->sysroot, kinds[k].inv, cfg->allow_host_console, &units, &n,
-                           err, sizeof(err)) == 0)
+        if (inventory_list(cfg->sysroot, kinds[k].inv, cfg->allow_host_console, &units,
+                           &n, err, sizeof(err)) == 0)
             for (size_t i = 0; i < n; i++)
                 if (units[i].usable)
                     mask |= 1u << kinds[k].gpu;

@@ -27,9 +27,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#define START_TIMEOUT_MS   30000 /* QEMU must answer QMP by then */
-#define START_POLL_MS      20    /* how often to look for the QMP socket */
-#define ENDED_KEEP_S       86400 /* ended sessions stay listed this long */
+#define START_TIMEOUT_MS 30000 /* QEMU must answer QMP by then */
+#define START_POLL_MS    20    /* how often to look for the QMP socket */
+#define ENDED_KEEP_S     86400 /* ended sessions stay listed this long */
 
 struct qmp_call {
     char id[48];
@@ -148,7 +148,8 @@ static void start_poll(struct loop *l, void *arg);
 static void stop_poll(struct loop *l, void *arg);
 
 /* Everything a session held is given back; the session becomes ended. */
-static void end_call(struct sessions *ss, struct qmp_call *c, json_t *ret, const char *error)
+static void end_call(struct sessions *ss, struct qmp_call *c, json_t *ret,
+                     const char *error)
 {
     for (struct qmp_call **p = &c->s->calls; *p; p = &(*p)->next)
         if (*p == c) {
@@ -253,8 +254,9 @@ static void log_event(struct session *s, json_t *ev)
         const char *reason = json_string_value(json_object_get(data, "reason"));
         s->guest_shutdown = reason && !strcmp(reason, "guest-shutdown");
         log_info("session %s: QEMU shut down (%s)", s->id, reason ? reason : "?");
-    } else if (!strcmp(name, "RESET") || !strcmp(name, "STOP") || !strcmp(name, "RESUME") ||
-               !strcmp(name, "GUEST_PANICKED") || !strcmp(name, "POWERDOWN")) {
+    } else if (!strcmp(name, "RESET") || !strcmp(name, "STOP") ||
+               !strcmp(name, "RESUME") || !strcmp(name, "GUEST_PANICKED") ||
+               !strcmp(name, "POWERDOWN")) {
         log_info("session %s: QEMU event %s", s->id, name);
     }
 }
@@ -269,7 +271,8 @@ static void pin_vcpus(struct session *s, json_t *ret, const char *error, void *a
     char err[512];
     json_array_foreach(ret, i, cpu) if (n < 512) tids[n++] =
         (int)json_integer_value(json_object_get(cpu, "thread-id"));
-    if (error || n == 0 || alloc_pin(s->mgr->store, s->id, s->pid, tids, n, err, sizeof(err)) < 0)
+    if (error || n == 0 ||
+        alloc_pin(s->mgr->store, s->id, s->pid, tids, n, err, sizeof(err)) < 0)
         log_warn("session %s: vCPUs not pinned: %s", s->id, error ? error : err);
     else
         log_info("session %s: %zu vCPUs pinned", s->id, n);
@@ -404,7 +407,8 @@ static void arm_expiry(struct sessions *ss, struct session *s)
 {
     loop_timer_cancel(ss->loop, s->expiry);
     int64_t left = s->expires_at - now_s();
-    s->expiry = loop_timer_add(ss->loop, left > 0 ? (uint64_t)left * 1000 : 0, on_expiry, s);
+    s->expiry =
+        loop_timer_add(ss->loop, left > 0 ? (uint64_t)left * 1000 : 0, on_expiry, s);
 }
 
 /* ---- the manager ------------------------------------------------------------ */
@@ -427,13 +431,15 @@ struct sessions *sessions_new(const struct config *cfg, struct loop *loop,
     if (cfg->qemu_img[0])
         snprintf(ss->qemu_img, sizeof(ss->qemu_img), "%s", cfg->qemu_img);
     if ((cfg->qemu_img[0] && access(ss->qemu_img, X_OK) < 0) ||
-        (!cfg->qemu_img[0] && proc_find_exe("qemu-img", ss->qemu_img, sizeof(ss->qemu_img)) < 0)) {
+        (!cfg->qemu_img[0] &&
+         proc_find_exe("qemu-img", ss->qemu_img, sizeof(ss->qemu_img)) < 0)) {
         snprintf(err, errsz, "qemu-img%s%s is not installed (Debian package qemu-utils)",
                  cfg->qemu_img[0] ? " at " : "", cfg->qemu_img);
         goto fail;
     }
     if (cfg->qemu_user[0]) {
-        if (proc_lookup_user(cfg->qemu_user, &ss->user.uid, &ss->user.gid, err, errsz) < 0)
+        if (proc_lookup_user(cfg->qemu_user, &ss->user.uid, &ss->user.gid, err, errsz) <
+            0)
             goto fail;
         ss->user.set = true;
     }
@@ -503,7 +509,8 @@ static void random_token(char *out, size_t outsz)
 {
     unsigned char raw[32];
     randombytes_buf(raw, sizeof(raw));
-    sodium_bin2base64(out, outsz, raw, sizeof(raw), sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+    sodium_bin2base64(out, outsz, raw, sizeof(raw),
+                      sodium_base64_VARIANT_URLSAFE_NO_PADDING);
 }
 
 static void random_id(char *out, size_t outsz)
@@ -535,8 +542,8 @@ struct session *sessions_create(struct sessions *ss, const char *owner,
 {
     char err[1024];
     refresh_catalog(ss);
-    const struct catalog_machine *m = catalog_lookup(ss->catalog, req->machine, err,
-                                                     sizeof(err));
+    const struct catalog_machine *m =
+        catalog_lookup(ss->catalog, req->machine, err, sizeof(err));
     if (!m) {
         session_refuse(e, SESSION_BAD_REQUEST, "invalid_field", "%s", err);
         return NULL;
@@ -559,11 +566,12 @@ struct session *sessions_create(struct sessions *ss, const char *owner,
     }
     struct admission_usage usage;
     usage_of(ss, owner, &usage);
-    enum admission_reason why =
-        admission_check(ss->cfg, &ss->host, &usage, spec.cpus, spec.memory_mb, err, sizeof(err));
+    enum admission_reason why = admission_check(ss->cfg, &ss->host, &usage, spec.cpus,
+                                                spec.memory_mb, err, sizeof(err));
     if (why != ADMIT_OK) {
         ss->stats.refusals[why]++;
-        log_info("session refused for %s: %s: %s", owner, admission_reason_name(why), err);
+        log_info("session refused for %s: %s: %s", owner, admission_reason_name(why),
+                 err);
         session_refuse(e, SESSION_FULL, admission_reason_name(why), "%s", err);
         free(s);
         return NULL;
@@ -593,8 +601,9 @@ struct session *sessions_create(struct sessions *ss, const char *owner,
     s->cpus = spec.cpus;
     s->memory_mb = spec.memory_mb;
     s->created_at = now_s();
-    s->expires_at = s->created_at +
-                    (int64_t)(req->lifetime_s ? req->lifetime_s : ss->limits.default_lifetime_s);
+    s->expires_at =
+        s->created_at +
+        (int64_t)(req->lifetime_s ? req->lifetime_s : ss->limits.default_lifetime_s);
     s->oneshot = req->oneshot;
     s->persistent = req->persistent;
     random_token(s->control_token, sizeof(s->control_token));
@@ -751,7 +760,7 @@ int sessions_extend(struct sessions *ss, struct session *s, uint64_t seconds,
 {
     if (!session_state_live(s->state) || s->state == SESSION_STOPPING) {
         session_refuse(e, SESSION_BAD_REQUEST, "not_running", "session %s is %s", s->id,
-               session_state_name(s->state));
+                       session_state_name(s->state));
         return -1;
     }
     int64_t base = s->expires_at > now_s() ? s->expires_at : now_s();
@@ -761,10 +770,11 @@ int sessions_extend(struct sessions *ss, struct session *s, uint64_t seconds,
         units_format_duration(ss->limits.max_lifetime_s, max, sizeof(max));
         units_format_duration(total, want, sizeof(want));
         session_refuse(e, SESSION_BAD_REQUEST, "invalid_field",
-               seconds == 0 ? "seconds: must be at least 1"
-                            : "seconds: the session would live %s, more than the limit "
-                              "(max_lifetime_s) of %s",
-               want, max);
+                       seconds == 0
+                           ? "seconds: must be at least 1"
+                           : "seconds: the session would live %s, more than the limit "
+                             "(max_lifetime_s) of %s",
+                       want, max);
         return -1;
     }
     s->expires_at = base + (int64_t)seconds;
@@ -800,8 +810,8 @@ static void on_call_timeout(struct loop *l, void *arg)
     end_call(c->s->mgr, c, NULL, "QEMU did not answer in time");
 }
 
-int sessions_qmp(struct sessions *ss, struct session *s, const char *command, json_t *args,
-                 unsigned timeout_ms, sessions_qmp_cb cb, void *arg)
+int sessions_qmp(struct sessions *ss, struct session *s, const char *command,
+                 json_t *args, unsigned timeout_ms, sessions_qmp_cb cb, void *arg)
 {
     if (!s->vm.qmp || strcmp(s->qmp_caps_id, "done") != 0)
         return -1;
@@ -855,7 +865,7 @@ int sessions_usb_attach(struct sessions *ss, struct session *s, const char *devi
     }
     if (s->state != SESSION_RUNNING) {
         session_refuse(e, SESSION_BAD_REQUEST, "not_running", "session %s is %s", s->id,
-               session_state_name(s->state));
+                       session_state_name(s->state));
         return -1;
     }
     struct vm_usb dev = {0};
@@ -871,8 +881,8 @@ int sessions_usb_attach(struct sessions *ss, struct session *s, const char *devi
     dev.index = randombytes_uniform(1u << 20); /* unique among the session's devices */
     qemu_usb_id(&dev, out_id, 48);
     json_t *args = json_pack("{s:s, s:s, s:s}", "driver",
-                             dev.emulated[0] ? dev.emulated : "usb-host", "bus", "usb.0", "id",
-                             out_id);
+                             dev.emulated[0] ? dev.emulated : "usb-host", "bus", "usb.0",
+                             "id", out_id);
     if (!dev.emulated[0]) {
         json_object_set_new(args, "hostbus", json_integer(dev.bus));
         json_object_set_new(args, "hostport", json_string(dev.devpath));
@@ -884,8 +894,8 @@ int sessions_usb_attach(struct sessions *ss, struct session *s, const char *devi
         if (p->unit[0])
             alloc_usb_detach(ss->store, ss->cfg, s->id, p->unit, &dev, e);
         free(p);
-        session_refuse(e, SESSION_BAD_REQUEST, "not_running", "session %s has no QMP connection",
-               s->id);
+        session_refuse(e, SESSION_BAD_REQUEST, "not_running",
+                       "session %s has no QMP connection", s->id);
         return -1;
     }
     return 0;
@@ -907,10 +917,11 @@ int sessions_usb_detach(struct sessions *ss, struct session *s, const char *devi
     } else if (strncmp(device, "usb-", 4) != 0) {
         if (alloc_usb_detach(ss->store, ss->cfg, s->id, device, &dev, e) < 0)
             return -1;
-    } else if (strspn(device, "abcdefghijklmnopqrstuvwxyz0123456789-") != strlen(device) ||
+    } else if (strspn(device, "abcdefghijklmnopqrstuvwxyz0123456789-") !=
+                   strlen(device) ||
                strlen(device) >= sizeof(id)) {
-        session_refuse(e, SESSION_BAD_REQUEST, "invalid_field", "device: '%s' is not a device id",
-               device);
+        session_refuse(e, SESSION_BAD_REQUEST, "invalid_field",
+                       "device: '%s' is not a device id", device);
         return -1;
     }
     if (dev.bus)
@@ -921,12 +932,13 @@ int sessions_usb_detach(struct sessions *ss, struct session *s, const char *devi
     int rc = sessions_qmp(ss, s, "device_del", args, 10000, cb, arg);
     json_decref(args);
     if (rc < 0)
-        session_refuse(e, SESSION_BAD_REQUEST, "not_running", "session %s has no QMP connection",
-               s->id);
+        session_refuse(e, SESSION_BAD_REQUEST, "not_running",
+                       "session %s has no QMP connection", s->id);
     return rc;
 }
 
-void sessions_foreach(struct sessions *ss, void (*cb)(struct session *s, void *arg), void *arg)
+void sessions_foreach(struct sessions *ss, void (*cb)(struct session *s, void *arg),
+                      void *arg)
 {
     for (struct session *s = ss->list; s; s = s->next)
         cb(s, arg);

@@ -66,7 +66,7 @@ struct session {
     uint64_t memory_mb;
     int64_t created_at; /* unix seconds */
     int64_t expires_at;
-    int64_t ended_at;   /* 0 while live */
+    int64_t ended_at; /* 0 while live */
     char control_token[SESSION_TOKEN_LEN];
     char view_token[SESSION_TOKEN_LEN];
     bool oneshot;
@@ -74,23 +74,23 @@ struct session {
     char rundir[PATH_MAX];
     int pid;
     uint64_t start_time;
-    char error[512];    /* why it failed, for the user */
-    char gpu[80];       /* what the user asked for, e.g. "virgl" */
+    char error[512];        /* why it failed, for the user */
+    char gpu[80];           /* what the user asked for, e.g. "virgl" */
     unsigned viewers_total; /* connections ever admitted (a one-shot link admits one) */
-    char warning[512];  /* something the user should know (virgl without 3D) */
+    char warning[512];      /* something the user should know (virgl without 3D) */
     bool pin_cpus;
 
     /* runtime */
-    struct sessions *mgr;       /* the manager that owns it */
+    struct sessions *mgr; /* the manager that owns it */
     struct vm vm;
     int pidfd;
-    struct loop_timer *expiry;  /* stops the session at expires_at */
-    struct loop_timer *poll;    /* start-up: waits for QMP; stopping: escalates */
-    uint64_t start_deadline;    /* monotonic ms: QMP must answer by then */
-    char qmp_caps_id[48];       /* the capabilities command awaiting its reply */
-    unsigned viewers;           /* connected now */
-    bool guest_shutdown;        /* QMP said the guest powered itself off */
-    struct qmp_call *calls;     /* QMP commands awaiting their replies */
+    struct loop_timer *expiry; /* stops the session at expires_at */
+    struct loop_timer *poll;   /* start-up: waits for QMP; stopping: escalates */
+    uint64_t start_deadline;   /* monotonic ms: QMP must answer by then */
+    char qmp_caps_id[48];      /* the capabilities command awaiting its reply */
+    unsigned viewers;          /* connected now */
+    bool guest_shutdown;       /* QMP said the guest powered itself off */
+    struct qmp_call *calls;    /* QMP commands awaiting their replies */
     struct session *next;
 };
 
@@ -174,8 +174,8 @@ typedef void (*sessions_qmp_cb)(struct session *s, json_t *ret, const char *erro
 /* Sends a QMP command to a running session's QEMU without waiting; cb runs on the
  * loop when the reply comes, exactly once. Returns 0, or -1 (cb not called) when
  * the session has no QMP connection. args is borrowed. */
-int sessions_qmp(struct sessions *ss, struct session *s, const char *command, json_t *args,
-                 unsigned timeout_ms, sessions_qmp_cb cb, void *arg);
+int sessions_qmp(struct sessions *ss, struct session *s, const char *command,
+                 json_t *args, unsigned timeout_ms, sessions_qmp_cb cb, void *arg);
 
 /* Hot-plugs a USB device into a running session: a host device (VID:PID or
  * BUS-PORT, claimed like at start) or an emulated one (usb-kbd, usb-mouse,
@@ -201,7 +201,7 @@ const struct spec_host *sessions_host(struct sessions *ss);
 
 /* Called whenever a session changes state (the HTTP layer closes its viewers when
  * it stops). */
-void sessions_set_observer(struct sessions *ss,
-                           void (*cb)(struct session *s, void *arg), void *arg);
+void sessions_set_observer(struct sessions *ss, void (*cb)(struct session *s, void *arg),
+                           void *arg);
 
 #endif

@@ -95,8 +95,9 @@ static int migrate(struct store *st, char *err, size_t errsz)
     int have = store_schema_version(st);
     if (have > want) {
         exec(st, "ROLLBACK");
-        snprintf(err, errsz, "the state database has schema %d, newer than this qdesk (%d)",
-                 have, want);
+        snprintf(err, errsz,
+                 "the state database has schema %d, newer than this qdesk (%d)", have,
+                 want);
         return -1;
     }
     for (int v = have; v < want; v++) {
@@ -127,14 +128,15 @@ struct store *store_open(const char *path, char *err, size_t errsz)
         return NULL;
     }
     close(fd);
-    if (sqlite3_open_v2(path, &st->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_FULLMUTEX, NULL) !=
-        SQLITE_OK) {
+    if (sqlite3_open_v2(path, &st->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_FULLMUTEX,
+                        NULL) != SQLITE_OK) {
         snprintf(err, errsz, "%s: %s", path, sqlite3_errmsg(st->db));
         store_close(st);
         return NULL;
     }
     sqlite3_busy_timeout(st->db, 5000);
-    if (exec(st, "PRAGMA journal_mode = WAL") < 0 || exec(st, "PRAGMA synchronous = NORMAL") < 0 ||
+    if (exec(st, "PRAGMA journal_mode = WAL") < 0 ||
+        exec(st, "PRAGMA synchronous = NORMAL") < 0 ||
         exec(st, "PRAGMA foreign_keys = ON") < 0 || migrate(st, err, errsz) < 0) {
         if (!err[0])
             snprintf(err, errsz, "%s: cannot set up the database", path);
@@ -184,10 +186,12 @@ static void text(sqlite3_stmt *q, int col, char *out, size_t outsz)
 int store_session_save(struct store *st, const struct session *s)
 {
     sqlite3_stmt *q = prepare(
-        st, "INSERT OR REPLACE INTO sessions (id, state, machine, owner, cpus, memory_mb, "
-            "created_at, expires_at, ended_at, control_token, view_token, oneshot, persistent, "
-            "rundir, pid, start_time, error, gpu, admitted, warning, pin_cpus) "
-            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)");
+        st,
+        "INSERT OR REPLACE INTO sessions (id, state, machine, owner, cpus, memory_mb, "
+        "created_at, expires_at, ended_at, control_token, view_token, oneshot, "
+        "persistent, "
+        "rundir, pid, start_time, error, gpu, admitted, warning, pin_cpus) "
+        "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)");
     if (!q)
         return -1;
     sqlite3_bind_text(q, 1, s->id, -1, SQLITE_STATIC);
@@ -223,7 +227,8 @@ int store_session_delete(struct store *st, const char *id)
     return finish(st, q);
 }
 
-int store_sessions_load(struct store *st, void (*cb)(struct session *s, void *arg), void *arg)
+int store_sessions_load(struct store *st, void (*cb)(struct session *s, void *arg),
+                        void *arg)
 {
     sqlite3_stmt *q = prepare(
         st, "SELECT id, state, machine, owner, cpus, memory_mb, created_at, expires_at, "
@@ -271,7 +276,8 @@ int store_sessions_load(struct store *st, void (*cb)(struct session *s, void *ar
 
 int store_sessions_purge(struct store *st, int64_t before)
 {
-    sqlite3_stmt *q = prepare(st, "DELETE FROM sessions WHERE ended_at > 0 AND ended_at < ?");
+    sqlite3_stmt *q =
+        prepare(st, "DELETE FROM sessions WHERE ended_at > 0 AND ended_at < ?");
     if (!q)
         return -1;
     sqlite3_bind_int64(q, 1, before);
@@ -299,8 +305,9 @@ int store_user_get(struct store *st, const char *name, struct store_user *u)
 
 int store_user_put(struct store *st, const struct store_user *u)
 {
-    sqlite3_stmt *q = prepare(st, "INSERT OR REPLACE INTO users (name, hash, admin, created_at) "
-                                  "VALUES (?,?,?,?)");
+    sqlite3_stmt *q =
+        prepare(st, "INSERT OR REPLACE INTO users (name, hash, admin, created_at) "
+                    "VALUES (?,?,?,?)");
     if (!q)
         return -1;
     sqlite3_bind_text(q, 1, u->name, -1, SQLITE_STATIC);
@@ -332,7 +339,8 @@ int store_user_delete(struct store *st, const char *name)
 int store_users_list(struct store *st, void (*cb)(const struct store_user *u, void *arg),
                      void *arg)
 {
-    sqlite3_stmt *q = prepare(st, "SELECT name, hash, admin, created_at FROM users ORDER BY name");
+    sqlite3_stmt *q =
+        prepare(st, "SELECT name, hash, admin, created_at FROM users ORDER BY name");
     if (!q)
         return -1;
     int n = 0;
@@ -351,8 +359,9 @@ int store_users_list(struct store *st, void (*cb)(const struct store_user *u, vo
 
 int store_login_put(struct store *st, const struct store_login *l)
 {
-    sqlite3_stmt *q = prepare(st, "INSERT OR REPLACE INTO logins (token_hash, user, csrf, admin, "
-                                  "expires_at) VALUES (?,?,?,?,?)");
+    sqlite3_stmt *q =
+        prepare(st, "INSERT OR REPLACE INTO logins (token_hash, user, csrf, admin, "
+                    "expires_at) VALUES (?,?,?,?,?)");
     if (!q)
         return -1;
     sqlite3_bind_text(q, 1, l->token_hash, -1, SQLITE_STATIC);
@@ -373,8 +382,9 @@ int store_login_put(struct store *st, const struct store_login *l)
 int store_login_get(struct store *st, const char *token_hash, int64_t now,
                     struct store_login *l)
 {
-    sqlite3_stmt *q = prepare(st, "SELECT token_hash, user, csrf, admin, expires_at FROM logins "
-                                  "WHERE token_hash = ? AND expires_at > ?");
+    sqlite3_stmt *q =
+        prepare(st, "SELECT token_hash, user, csrf, admin, expires_at FROM logins "
+                    "WHERE token_hash = ? AND expires_at > ?");
     if (!q)
         return -1;
     sqlite3_bind_text(q, 1, token_hash, -1, SQLITE_STATIC);
@@ -404,8 +414,9 @@ int store_login_delete(struct store *st, const char *token_hash)
 int store_alloc_claim(struct store *st, const char *kind, const char *unit,
                       const char *session_id, const char *data)
 {
-    sqlite3_stmt *q = prepare(st, "INSERT INTO allocations (kind, unit, session_id, data) "
-                                  "VALUES (?,?,?,?)");
+    sqlite3_stmt *q =
+        prepare(st, "INSERT INTO allocations (kind, unit, session_id, data) "
+                    "VALUES (?,?,?,?)");
     if (!q)
         return -1;
     sqlite3_bind_text(q, 1, kind, -1, SQLITE_STATIC);
@@ -425,7 +436,8 @@ int store_alloc_claim(struct store *st, const char *kind, const char *unit,
 int store_alloc_update(struct store *st, const char *kind, const char *unit,
                        const char *data)
 {
-    sqlite3_stmt *q = prepare(st, "UPDATE allocations SET data = ? WHERE kind = ? AND unit = ?");
+    sqlite3_stmt *q =
+        prepare(st, "UPDATE allocations SET data = ? WHERE kind = ? AND unit = ?");
     if (!q)
         return -1;
     sqlite3_bind_text(q, 1, data, -1, SQLITE_STATIC);
@@ -454,19 +466,20 @@ int store_alloc_release(struct store *st, const char *session_id)
 }
 
 int store_alloc_list(struct store *st,
-                     void (*cb)(const char *kind, const char *unit, const char *session_id,
-                                const char *data, void *arg),
+                     void (*cb)(const char *kind, const char *unit,
+                                const char *session_id, const char *data, void *arg),
                      void *arg)
 {
-    sqlite3_stmt *q =
-        prepare(st, "SELECT kind, unit, session_id, data FROM allocations ORDER BY kind, unit");
+    sqlite3_stmt *q = prepare(
+        st, "SELECT kind, unit, session_id, data FROM allocations ORDER BY kind, unit");
     if (!q)
         return -1;
     int n = 0;
     while (sqlite3_step(q) == SQLITE_ROW) {
-        cb((const char *)sqlite3_column_text(q, 0), (const char *)sqlite3_column_text(q, 1),
-           (const char *)sqlite3_column_text(q, 2), (const char *)sqlite3_column_text(q, 3),
-           arg);
+        cb((const char *)sqlite3_column_text(q, 0),
+           (const char *)sqlite3_column_text(q, 1),
+           (const char *)sqlite3_column_text(q, 2),
+           (const char *)sqlite3_column_text(q, 3), arg);
         n++;
     }
     sqlite3_finalize(q);

@@ -23,7 +23,8 @@ int store_session_save(struct store *st, const struct session *s);
 int store_session_delete(struct store *st, const char *id);
 /* Calls cb for every stored session, oldest first; cb receives a freshly filled
  * session (runtime fields zero) that it takes ownership of. Returns the count. */
-int store_sessions_load(struct store *st, void (*cb)(struct session *s, void *arg), void *arg);
+int store_sessions_load(struct store *st, void (*cb)(struct session *s, void *arg),
+                        void *arg);
 /* Deletes ended sessions that ended before `before` (unix seconds). */
 int store_sessions_purge(struct store *st, int64_t before);
 
@@ -42,7 +43,8 @@ int store_users_list(struct store *st, void (*cb)(const struct store_user *u, vo
                      void *arg);
 
 struct store_login {
-    char token_hash[65]; /* hex SHA-256 of the cookie value: the cookie itself is not kept */
+    char token_hash[65]; /* hex SHA-256 of the cookie value: the cookie itself is not kept
+                          */
     char user[64];
     char csrf[64];
     bool admin;
@@ -67,8 +69,8 @@ int store_alloc_release(struct store *st, const char *session_id);
 int store_alloc_release_unit(struct store *st, const char *kind, const char *unit);
 /* Calls cb for every allocation. */
 int store_alloc_list(struct store *st,
-                     void (*cb)(const char *kind, const char *unit, const char *session_id,
-                                const char *data, void *arg),
+                     void (*cb)(const char *kind, const char *unit,
+                                const char *session_id, const char *data, void *arg),
                      void *arg);
 
 #endif

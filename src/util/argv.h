@@ -9,9 +9,9 @@
 #include <stddef.h>
 
 struct argv {
-    char **v;        /* NULL-terminated array of words */
+    char **v; /* NULL-terminated array of words */
     size_t n, cap;
-    char err[512];   /* the first error; empty when there is none */
+    char err[512]; /* the first error; empty when there is none */
 };
 
 void argv_init(struct argv *a);
@@ -19,9 +19,11 @@ void argv_init(struct argv *a);
 void argv_free(struct argv *a);
 
 void argv_add(struct argv *a, const char *word);
-void argv_addf(struct argv *a, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void argv_addf(struct argv *a, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 /* Records fmt as the argv's error unless one is already recorded. */
-void argv_fail(struct argv *a, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void argv_fail(struct argv *a, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 /* Returns -1 when an error is recorded, else 0. */
 int argv_status(const struct argv *a);
 

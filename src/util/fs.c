@@ -199,7 +199,8 @@ int fs_join(char *out, size_t outsz, const char *root, const char *rel)
     size_t rl = strlen(root);
     while (rl > 0 && root[rl - 1] == '/')
         rl--;
-    int n = snprintf(out, outsz, "%.*s%s%s", (int)rl, root, rel[0] == '/' ? "" : "/", rel);
+    int n =
+        snprintf(out, outsz, "%.*s%s%s", (int)rl, root, rel[0] == '/' ? "" : "/", rel);
     return n < 0 || (size_t)n >= outsz ? -ENAMETOOLONG : 0;
 }
 

@@ -7,7 +7,7 @@
 struct ini_entry {
     char *section; /* "" before the first [section] header */
     char *key;
-    char *value;   /* surrounding blanks removed */
+    char *value; /* surrounding blanks removed */
     int line;
 };
 

@@ -26,7 +26,7 @@ struct loop {
     bool stop;
     struct watch **by_fd; /* live watches, indexed by descriptor */
     size_t n_by_fd;
-    struct watch *dead;   /* deleted watches, freed when no dispatch can see them */
+    struct watch *dead; /* deleted watches, freed when no dispatch can see them */
     struct loop_timer *timers;
     int dispatching; /* dead watches are freed only outside dispatch */
 };

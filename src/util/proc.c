@@ -308,8 +308,8 @@ bool proc_is_same(pid_t pid, uint64_t ticks)
 
 int proc_find_exe(const char *name, char *out, size_t outsz)
 {
-    static const char *const dirs[] = {"/usr/bin", "/usr/sbin", "/usr/libexec", "/bin",
-                                       "/sbin", "/usr/local/bin"};
+    static const char *const dirs[] = {"/usr/bin", "/usr/sbin", "/usr/libexec",
+                                       "/bin",     "/sbin",     "/usr/local/bin"};
     for (size_t i = 0; i < sizeof(dirs) / sizeof(dirs[0]); i++) {
         if (snprintf(out, outsz, "%s/%s", dirs[i], name) >= (int)outsz)
             return -1;

@@ -9,19 +9,19 @@
 #include <sys/types.h>
 
 struct proc_spawn {
-    char *const *argv;     /* argv[0] must be an absolute path */
-    char *const *env;      /* NULL: PATH=/usr/sbin:/usr/bin:/sbin:/bin only */
-    const int *pass_fds;   /* descriptors the child keeps, as 3, 4, ... in order */
+    char *const *argv;   /* argv[0] must be an absolute path */
+    char *const *env;    /* NULL: PATH=/usr/sbin:/usr/bin:/sbin:/bin only */
+    const int *pass_fds; /* descriptors the child keeps, as 3, 4, ... in order */
     size_t n_pass_fds;
-    int stdout_fd;         /* -1: /dev/null */
-    int stderr_fd;         /* -1: /dev/null */
-    const char *cwd;       /* NULL: "/" */
-    bool new_session;      /* setsid(): survives the parent and its terminal */
-    bool drop_privileges;  /* switch to uid/gid (and their groups) before exec */
+    int stdout_fd;        /* -1: /dev/null */
+    int stderr_fd;        /* -1: /dev/null */
+    const char *cwd;      /* NULL: "/" */
+    bool new_session;     /* setsid(): survives the parent and its terminal */
+    bool drop_privileges; /* switch to uid/gid (and their groups) before exec */
     uid_t uid;
     gid_t gid;
-    uint64_t limit_as;     /* RLIMIT_AS in bytes; 0: unchanged */
-    uint64_t limit_cpu;    /* RLIMIT_CPU in seconds; 0: unchanged */
+    uint64_t limit_as;      /* RLIMIT_AS in bytes; 0: unchanged */
+    uint64_t limit_cpu;     /* RLIMIT_CPU in seconds; 0: unchanged */
     uint64_t limit_memlock; /* RLIMIT_MEMLOCK in bytes; 0: unchanged */
 };
 

@@ -34,11 +34,20 @@ int units_parse_duration(const char *s, uint64_t *seconds)
             return -1;
         s += digits;
         switch (*s) {
-        case 's': mult = 1; break;
-        case 'm': mult = 60; break;
-        case 'h': mult = 3600; break;
-        case 'd': mult = 86400; break;
-        default: return -1;
+        case 's':
+            mult = 1;
+            break;
+        case 'm':
+            mult = 60;
+            break;
+        case 'h':
+            mult = 3600;
+            break;
+        case 'd':
+            mult = 86400;
+            break;
+        default:
+            return -1;
         }
         s++;
         if (n > (UINT64_MAX - total) / mult)
@@ -59,16 +68,30 @@ int units_parse_size(const char *s, uint64_t unit, uint64_t *bytes)
         return -1;
     const char *suffix = s + digits, *rest = suffix + 1;
     switch (toupper((unsigned char)*suffix)) {
-    case 0: mult = unit, rest = suffix; break;
-    case 'B': mult = 1; break;
-    case 'K': mult = 1ULL << 10; break;
-    case 'M': mult = 1ULL << 20; break;
-    case 'G': mult = 1ULL << 30; break;
-    case 'T': mult = 1ULL << 40; break;
-    default: return -1;
+    case 0:
+        mult = unit, rest = suffix;
+        break;
+    case 'B':
+        mult = 1;
+        break;
+    case 'K':
+        mult = 1ULL << 10;
+        break;
+    case 'M':
+        mult = 1ULL << 20;
+        break;
+    case 'G':
+        mult = 1ULL << 30;
+        break;
+    case 'T':
+        mult = 1ULL << 40;
+        break;
+    default:
+        return -1;
     }
     /* "512M", "512MB" and "512MiB" all mean 512 MiB. */
-    if (mult > 1 && rest != suffix && (strcasecmp(rest, "B") == 0 || strcasecmp(rest, "iB") == 0))
+    if (mult > 1 && rest != suffix &&
+        (strcasecmp(rest, "B") == 0 || strcasecmp(rest, "iB") == 0))
         rest += strlen(rest);
     if (*rest)
         return -1;

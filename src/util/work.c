@@ -103,7 +103,8 @@ struct workq *workq_new(struct loop *loop, unsigned threads)
     return q;
 }
 
-int workq_submit(struct workq *q, void (*run)(void *arg), void (*done)(void *arg), void *arg)
+int workq_submit(struct workq *q, void (*run)(void *arg), void (*done)(void *arg),
+                 void *arg)
 {
     struct job *j = calloc(1, sizeof(*j));
     if (!j)

@@ -41,13 +41,13 @@ json_t *api_session_json(struct http_request *r, const struct session *s)
     snprintf(url, sizeof(url), "%s/s/%s", base, s->control_token);
     snprintf(view, sizeof(view), "%s/s/%s", base, s->view_token);
     snprintf(qr, sizeof(qr), "%s/qr.svg", url);
-    json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:i, s:I, s:I, s:I, s:b, s:b, s:s, s:i}",
-                          "id", s->id, "state", session_state_name(s->state), "machine",
-                          s->machine, "owner", s->owner, "cpus", (int)s->cpus, "memory_mb",
-                          (json_int_t)s->memory_mb, "created_at", (json_int_t)s->created_at,
-                          "expires_at", (json_int_t)s->expires_at, "oneshot", s->oneshot,
-                          "persistent", s->persistent, "gpu", s->gpu, "viewers",
-                          (int)s->viewers);
+    json_t *o =
+        json_pack("{s:s, s:s, s:s, s:s, s:i, s:I, s:I, s:I, s:b, s:b, s:s, s:i}", "id",
+                  s->id, "state", session_state_name(s->state), "machine", s->machine,
+                  "owner", s->owner, "cpus", (int)s->cpus, "memory_mb",
+                  (json_int_t)s->memory_mb, "created_at", (json_int_t)s->created_at,
+                  "expires_at", (json_int_t)s->expires_at, "oneshot", s->oneshot,
+                  "persistent", s->persistent, "gpu", s->gpu, "viewers", (int)s->viewers);
     if (session_state_live(s->state)) {
         json_object_set_new(o, "url", json_string(url));
         json_object_set_new(o, "view_url", json_string(view));
@@ -65,13 +65,20 @@ json_t *api_session_json(struct http_request *r, const struct session *s)
 static unsigned refusal_status(enum session_refusal kind)
 {
     switch (kind) {
-    case SESSION_OK: return MHD_HTTP_OK;
-    case SESSION_BAD_REQUEST: return MHD_HTTP_BAD_REQUEST;
-    case SESSION_NOT_FOUND: return MHD_HTTP_NOT_FOUND;
-    case SESSION_FORBIDDEN: return MHD_HTTP_FORBIDDEN;
-    case SESSION_BUSY: return MHD_HTTP_CONFLICT;
-    case SESSION_FULL: return MHD_HTTP_SERVICE_UNAVAILABLE;
-    case SESSION_INTERNAL: break;
+    case SESSION_OK:
+        return MHD_HTTP_OK;
+    case SESSION_BAD_REQUEST:
+        return MHD_HTTP_BAD_REQUEST;
+    case SESSION_NOT_FOUND:
+        return MHD_HTTP_NOT_FOUND;
+    case SESSION_FORBIDDEN:
+        return MHD_HTTP_FORBIDDEN;
+    case SESSION_BUSY:
+        return MHD_HTTP_CONFLICT;
+    case SESSION_FULL:
+        return MHD_HTTP_SERVICE_UNAVAILABLE;
+    case SESSION_INTERNAL:
+        break;
     }
     return MHD_HTTP_INTERNAL_SERVER_ERROR;
 }
@@ -125,17 +132,17 @@ static json_t *bounds_json(struct http_request *r)
     sessions_foreach(r->web->sessions, add_usage, &u);
     double cpu_share = cfg->user_cpu_fraction * h->cores;
     double mem_share = cfg->user_memory_fraction * (double)h->memory_mb;
-    return json_pack("{s:{s:i, s:i, s:i}, s:{s:I, s:I, s:I}, s:{s:I, s:I, s:I}, s:{s:I, s:I},"
-                     " s:{s:f, s:f}}",
-                     "cpus", "min", 1, "max", (int)h->cores, "default", (int)cfg->default_cpus,
-                     "memory_mb", "min", (json_int_t)cfg->min_memory_mb, "max",
-                     (json_int_t)max_mem, "default", (json_int_t)cfg->default_memory_mb,
-                     "lifetime_s", "min", (json_int_t)cfg->min_lifetime_s, "max",
-                     (json_int_t)cfg->max_lifetime_s, "default",
-                     (json_int_t)cfg->default_lifetime_s, "disk_gb", "max",
-                     (json_int_t)cfg->max_disk_gb, "default", (json_int_t)cfg->default_disk_gb,
-                     "yours_left", "cpus", cpu_share - u.cpus, "memory_mb",
-                     mem_share - (double)u.memory_mb);
+    return json_pack(
+        "{s:{s:i, s:i, s:i}, s:{s:I, s:I, s:I}, s:{s:I, s:I, s:I}, s:{s:I, s:I},"
+        " s:{s:f, s:f}}",
+        "cpus", "min", 1, "max", (int)h->cores, "default", (int)cfg->default_cpus,
+        "memory_mb", "min", (json_int_t)cfg->min_memory_mb, "max", (json_int_t)max_mem,
+        "default", (json_int_t)cfg->default_memory_mb, "lifetime_s", "min",
+        (json_int_t)cfg->min_lifetime_s, "max", (json_int_t)cfg->max_lifetime_s,
+        "default", (json_int_t)cfg->default_lifetime_s, "disk_gb", "max",
+        (json_int_t)cfg->max_disk_gb, "default", (json_int_t)cfg->default_disk_gb,
+        "yours_left", "cpus", cpu_share - u.cpus, "memory_mb",
+        mem_share - (double)u.memory_mb);
 }
 
 enum MHD_Result api_host(struct http_request *r)
@@ -150,17 +157,18 @@ enum MHD_Result api_host(struct http_request *r)
     for (int i = 0; i < SESSION_STATES; i++)
         json_object_set_new(states, session_state_name((enum session_state)i),
                             json_integer(st.by_state[i]));
-    bool kvm = strcmp(h->accel, "kvm") == 0 || (strcmp(h->accel, "auto") == 0 && h->kvm_usable);
+    bool kvm =
+        strcmp(h->accel, "kvm") == 0 || (strcmp(h->accel, "auto") == 0 && h->kvm_usable);
     json_t *o = json_pack(
         "{s:i, s:I, s:I, s:[f,f,f], s:{s:s, s:s}, s:o, s:i, s:{s:I, s:I, s:f, s:f, s:f}}",
         "cores", (int)h->cores, "memory_mb", (json_int_t)h->memory_mb, "mem_available_mb",
-        (json_int_t)load_meminfo_mb(cfg->sysroot, "MemAvailable"), "load", load[0], load[1], load[2],
-        "accel", "mode", kvm ? "kvm" : "tcg", "why", kvm ? "" : h->kvm_why, "sessions",
-        states, "viewers", (int)st.viewers, "limits", "max_sessions",
-        (json_int_t)cfg->max_sessions, "max_sessions_per_user",
-        (json_int_t)cfg->max_sessions_per_user, "user_cpu_fraction", cfg->user_cpu_fraction,
-        "user_memory_fraction", cfg->user_memory_fraction, "max_load_per_core",
-        cfg->max_load_per_core);
+        (json_int_t)load_meminfo_mb(cfg->sysroot, "MemAvailable"), "load", load[0],
+        load[1], load[2], "accel", "mode", kvm ? "kvm" : "tcg", "why",
+        kvm ? "" : h->kvm_why, "sessions", states, "viewers", (int)st.viewers, "limits",
+        "max_sessions", (json_int_t)cfg->max_sessions, "max_sessions_per_user",
+        (json_int_t)cfg->max_sessions_per_user, "user_cpu_fraction",
+        cfg->user_cpu_fraction, "user_memory_fraction", cfg->user_memory_fraction,
+        "max_load_per_core", cfg->max_load_per_core);
     json_object_update_new(o, alloc_inventory_json(r->web->store, cfg, r->who.admin));
     json_object_set_new(o, "bounds", bounds_json(r));
     return http_reply_json(r, MHD_HTTP_OK, o);
@@ -307,7 +315,8 @@ enum MHD_Result api_session_stop(struct http_request *r)
     char why[128];
     snprintf(why, sizeof(why), "%s asked", r->who.user);
     sessions_stop(r->web->sessions, s, why);
-    return http_reply_json(r, session_state_live(s->state) ? MHD_HTTP_ACCEPTED : MHD_HTTP_OK,
+    return http_reply_json(r,
+                           session_state_live(s->state) ? MHD_HTTP_ACCEPTED : MHD_HTTP_OK,
                            api_session_json(r, s));
 }
 
@@ -337,7 +346,8 @@ enum MHD_Result api_session_serial(struct http_request *r)
         return not_found(r, r->args[0]);
     if (!session_state_live(s->state))
         return http_reply_error(r, MHD_HTTP_GONE, "ended",
-                                "session %s has ended; its console log went with it", s->id);
+                                "session %s has ended; its console log went with it",
+                                s->id);
     char path[PATH_MAX + 32];
     snprintf(path, sizeof(path), "%s/%s", s->rundir, RUNDIR_SERIAL);
     int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -345,8 +355,8 @@ enum MHD_Result api_session_serial(struct http_request *r)
         return http_reply_data(r, MHD_HTTP_OK, "text/plain; charset=utf-8", "", 0);
     off_t size = lseek(fd, 0, SEEK_END);
     off_t from = size > (off_t)SERIAL_TAIL ? size - (off_t)SERIAL_TAIL : 0;
-    struct MHD_Response *resp =
-        MHD_create_response_from_fd_at_offset64((uint64_t)(size - from), fd, (uint64_t)from);
+    struct MHD_Response *resp = MHD_create_response_from_fd_at_offset64(
+        (uint64_t)(size - from), fd, (uint64_t)from);
     if (!resp) {
         close(fd);
         return MHD_NO;
@@ -371,12 +381,13 @@ static void screenshot_taken(struct session *s, json_t *ret, const char *error, 
     unlink(j->path);
     if (!png) {
         http_resume(j->r, MHD_HTTP_CONFLICT,
-                    http_json_response(json_pack("{s:{s:s, s:s}}", "error", "code",
-                                                 "no_screenshot", "message",
-                                                 error ? error : "QEMU wrote no picture")));
+                    http_json_response(
+                        json_pack("{s:{s:s, s:s}}", "error", "code", "no_screenshot",
+                                  "message", error ? error : "QEMU wrote no picture")));
         return;
     }
-    struct MHD_Response *resp = MHD_create_response_from_buffer(len, png, MHD_RESPMEM_MUST_FREE);
+    struct MHD_Response *resp =
+        MHD_create_response_from_buffer(len, png, MHD_RESPMEM_MUST_FREE);
     if (resp) {
         http_add_header(resp, "Content-Type", "image/png");
         http_add_header(resp, "Cache-Control", "no-store");
@@ -398,7 +409,8 @@ enum MHD_Result api_session_screenshot(struct http_request *r)
     j->r = r;
     snprintf(j->path, sizeof(j->path), "%s/screenshot-%u.png", s->rundir, ++seq);
     json_t *args = json_pack("{s:s, s:s}", "filename", j->path, "format", "png");
-    int rc = sessions_qmp(r->web->sessions, s, "screendump", args, 10000, screenshot_taken, j);
+    int rc =
+        sessions_qmp(r->web->sessions, s, "screendump", args, 10000, screenshot_taken, j);
     json_decref(args);
     if (rc < 0) {
         free(j);
@@ -425,8 +437,8 @@ static void usb_done(struct session *s, json_t *ret, const char *error, void *ar
                                                  "device_failed", "message", error)));
     else
         http_resume(j->r, MHD_HTTP_OK,
-                    http_json_response(json_pack("{s:s, s:s}", "session", s->id, "device",
-                                                 j->id)));
+                    http_json_response(
+                        json_pack("{s:s, s:s}", "session", s->id, "device", j->id)));
 }
 
 static enum MHD_Result usb_change(struct http_request *r, bool attach)
@@ -442,9 +454,10 @@ static enum MHD_Result usb_change(struct http_request *r, bool attach)
         device = json_string_value(json_object_get(body, "device"));
         if (!device) {
             json_decref(body);
-            return http_reply_error(r, MHD_HTTP_BAD_REQUEST, "invalid_field",
-                                    "device: send {\"device\": \"VID:PID\"} (or BUS-PORT, "
-                                    "or " SPEC_USB_EMULATED ")");
+            return http_reply_error(
+                r, MHD_HTTP_BAD_REQUEST, "invalid_field",
+                "device: send {\"device\": \"VID:PID\"} (or BUS-PORT, "
+                "or " SPEC_USB_EMULATED ")");
         }
     }
     struct usb_job *j = calloc(1, sizeof(*j));
@@ -455,8 +468,9 @@ static enum MHD_Result usb_change(struct http_request *r, bool attach)
     j->r = r;
     snprintf(j->id, sizeof(j->id), "%s", device);
     struct session_error e = {0};
-    int rc = attach ? sessions_usb_attach(r->web->sessions, s, device, j->id, usb_done, j, &e)
-                    : sessions_usb_detach(r->web->sessions, s, device, usb_done, j, &e);
+    int rc =
+        attach ? sessions_usb_attach(r->web->sessions, s, device, j->id, usb_done, j, &e)
+               : sessions_usb_detach(r->web->sessions, s, device, usb_done, j, &e);
     json_decref(body);
     if (rc < 0) {
         free(j);
@@ -513,8 +527,9 @@ enum MHD_Result api_metrics(struct http_request *r)
     if (!buf)
         return MHD_NO;
     buf[0] = 0;
-    append(&buf, &len, &cap, "# HELP qdesk_sessions Sessions by state.\n"
-                             "# TYPE qdesk_sessions gauge\n");
+    append(&buf, &len, &cap,
+           "# HELP qdesk_sessions Sessions by state.\n"
+           "# TYPE qdesk_sessions gauge\n");
     for (int i = 0; i < SESSION_STATES; i++)
         append(&buf, &len, &cap, "qdesk_sessions{state=\"%s\"} %u\n",
                session_state_name((enum session_state)i), st.by_state[i]);
@@ -529,7 +544,8 @@ enum MHD_Result api_metrics(struct http_request *r)
            "# TYPE qdesk_session_refusals_total counter\n",
            st.creates, st.failures);
     for (int i = 1; i < ADMIT_REASONS; i++)
-        append(&buf, &len, &cap, "qdesk_session_refusals_total{reason=\"%s\"} %" PRIu64 "\n",
+        append(&buf, &len, &cap,
+               "qdesk_session_refusals_total{reason=\"%s\"} %" PRIu64 "\n",
                admission_reason_name((enum admission_reason)i), st.refusals[i]);
     append(&buf, &len, &cap,
            "# HELP qdesk_viewers Viewers connected now.\n"
@@ -560,8 +576,8 @@ enum MHD_Result api_metrics(struct http_request *r)
            (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
                (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6,
            pages * sysconf(_SC_PAGESIZE), (loop_now() - r->web->started_ms) / 1000);
-    enum MHD_Result rc =
-        http_reply_data(r, MHD_HTTP_OK, "text/plain; version=0.0.4; charset=utf-8", buf, len);
+    enum MHD_Result rc = http_reply_data(
+        r, MHD_HTTP_OK, "text/plain; version=0.0.4; charset=utf-8", buf, len);
     free(buf);
     return rc;
 }

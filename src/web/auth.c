@@ -111,8 +111,8 @@ void auth_identify(struct http_request *r)
 static json_t *me_json(struct http_request *r, const struct identity *who)
 {
     return json_pack("{s:s, s:o, s:b, s:s}", "auth", r->web->cfg->auth, "user",
-                     who->known ? json_string(who->user) : json_null(), "admin", who->admin,
-                     "csrf", who->csrf);
+                     who->known ? json_string(who->user) : json_null(), "admin",
+                     who->admin, "csrf", who->csrf);
 }
 
 enum MHD_Result auth_me(struct http_request *r)
@@ -161,10 +161,10 @@ static void login_done(void *arg)
     snprintf(l.user, sizeof(l.user), "%s", a->user);
     snprintf(l.csrf, sizeof(l.csrf), "%s", csrf);
     if (store_login_put(r->web->store, &l) < 0) {
-        http_resume(r, MHD_HTTP_INTERNAL_SERVER_ERROR,
-                    http_json_response(json_pack("{s:{s:s, s:s}}", "error", "code",
-                                                 "internal", "message",
-                                                 "cannot record the login")));
+        http_resume(
+            r, MHD_HTTP_INTERNAL_SERVER_ERROR,
+            http_json_response(json_pack("{s:{s:s, s:s}}", "error", "code", "internal",
+                                         "message", "cannot record the login")));
         return;
     }
     log_info("login: %s%s from %s", a->user, a->admin ? " (admin)" : "", r->client);
@@ -173,8 +173,9 @@ static void login_done(void *arg)
     snprintf(who.csrf, sizeof(who.csrf), "%s", csrf);
     struct MHD_Response *resp = http_json_response(me_json(r, &who));
     char cookie[256];
-    snprintf(cookie, sizeof(cookie), LOGIN_COOKIE "=%s; Path=/; HttpOnly; SameSite=Strict; "
-             "Max-Age=%llu%s",
+    snprintf(cookie, sizeof(cookie),
+             LOGIN_COOKIE "=%s; Path=/; HttpOnly; SameSite=Strict; "
+                          "Max-Age=%llu%s",
              token, (unsigned long long)r->web->cfg->login_lifetime_s,
              r->tls ? "; Secure" : "");
     if (resp)
@@ -203,7 +204,8 @@ enum MHD_Result auth_login(struct http_request *r)
     snprintf(key, sizeof(key), "ip:%s", r->client);
     wait = rate_limit(r->web->auth, key, (unsigned)cfg->login_attempts_per_minute);
     snprintf(key, sizeof(key), "user:%s", user);
-    unsigned wait_user = rate_limit(r->web->auth, key, (unsigned)cfg->login_attempts_per_minute);
+    unsigned wait_user =
+        rate_limit(r->web->auth, key, (unsigned)cfg->login_attempts_per_minute);
     if (wait_user > wait)
         wait = wait_user;
     if (wait) {

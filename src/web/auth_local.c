@@ -41,7 +41,8 @@ int auth_local_authenticate(struct auth_attempt *a)
         /* Spend the same time as a real check, so timing does not tell which
          * names exist. */
         pthread_once(&dummy_once, make_dummy);
-        int ignored = crypto_pwhash_str_verify(dummy_hash, a->password, strlen(a->password));
+        int ignored =
+            crypto_pwhash_str_verify(dummy_hash, a->password, strlen(a->password));
         (void)ignored;
         snprintf(a->why, sizeof(a->why), "no such local user");
         return -1;
@@ -61,7 +62,8 @@ static bool name_ok(const char *name)
 {
     size_t n = strlen(name);
     return n > 0 && n < 64 && name[0] != '-' &&
-           strspn(name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._@-") ==
+           strspn(name,
+                  "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._@-") ==
                n;
 }
 
@@ -142,8 +144,10 @@ int auth_local_main(const struct config *cfg, int argc, char **argv)
     if (wants_name != (name != NULL))
         return usage();
     if (name && !name_ok(name)) {
-        fprintf(stderr, "qdesk user: '%s' is not a user name (1 to 63 letters, digits, "
-                        "'.', '_', '@', '-')\n", name);
+        fprintf(stderr,
+                "qdesk user: '%s' is not a user name (1 to 63 letters, digits, "
+                "'.', '_', '@', '-')\n",
+                name);
         return 2;
     }
 

@@ -18,7 +18,8 @@ static int converse(int n, const struct pam_message **msg, struct pam_response *
     if (!r)
         return PAM_BUF_ERR;
     for (int i = 0; i < n; i++) {
-        if (msg[i]->msg_style == PAM_PROMPT_ECHO_OFF || msg[i]->msg_style == PAM_PROMPT_ECHO_ON) {
+        if (msg[i]->msg_style == PAM_PROMPT_ECHO_OFF ||
+            msg[i]->msg_style == PAM_PROMPT_ECHO_ON) {
             r[i].resp = strdup(a->password);
             if (!r[i].resp) {
                 for (int j = 0; j < i; j++)

@@ -118,7 +118,8 @@ void http_add_header(struct MHD_Response *resp, const char *name, const char *va
     MHD_add_response_header(resp, name, value);
 }
 
-enum MHD_Result http_reply(struct http_request *r, unsigned status, struct MHD_Response *resp)
+enum MHD_Result http_reply(struct http_request *r, unsigned status,
+                           struct MHD_Response *resp)
 {
     if (!resp)
         return MHD_NO;
@@ -126,10 +127,11 @@ enum MHD_Result http_reply(struct http_request *r, unsigned status, struct MHD_R
     MHD_add_response_header(resp, "Referrer-Policy", "no-referrer");
     MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff");
     MHD_add_response_header(resp, "X-Frame-Options", "DENY");
-    MHD_add_response_header(resp, "Content-Security-Policy",
-                            "default-src 'self'; img-src 'self' data:; style-src 'self' "
-                            "'unsafe-inline'; connect-src 'self' ws: wss:; "
-                            "frame-ancestors 'none'; base-uri 'none'; form-action 'self'");
+    MHD_add_response_header(
+        resp, "Content-Security-Policy",
+        "default-src 'self'; img-src 'self' data:; style-src 'self' "
+        "'unsafe-inline'; connect-src 'self' ws: wss:; "
+        "frame-ancestors 'none'; base-uri 'none'; form-action 'self'");
     if (r->tls)
         MHD_add_response_header(resp, "Strict-Transport-Security", "max-age=31536000");
     enum MHD_Result rc;
@@ -179,8 +181,8 @@ enum MHD_Result http_reply_json(struct http_request *r, unsigned status, json_t 
     return http_reply(r, status, http_json_response(body));
 }
 
-enum MHD_Result http_reply_error(struct http_request *r, unsigned status, const char *code,
-                                 const char *fmt, ...)
+enum MHD_Result http_reply_error(struct http_request *r, unsigned status,
+                                 const char *code, const char *fmt, ...)
 {
     char msg[1024];
     va_list ap;
@@ -196,7 +198,8 @@ enum MHD_Result http_reply_error(struct http_request *r, unsigned status, const 
     return http_reply_json(r, status, json_pack("{s:o}", "error", e));
 }
 
-enum MHD_Result http_reply_file(struct http_request *r, const char *path, const char *type)
+enum MHD_Result http_reply_file(struct http_request *r, const char *path,
+                                const char *type)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     struct stat st;
@@ -250,9 +253,9 @@ void http_base_url(struct http_request *r, char *out, size_t outsz)
     } else {
         const char *host = r->control ? NULL : http_header(r, "Host");
         /* Only a plain host[:port] may become part of a link. */
-        if (!host || !*host || strspn(host, "abcdefghijklmnopqrstuvwxyz"
-                                            "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-:[]") !=
-                                   strlen(host))
+        if (!host || !*host ||
+            strspn(host, "abcdefghijklmnopqrstuvwxyz"
+                         "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-:[]") != strlen(host))
             host = cfg->listen;
         snprintf(out, outsz, "%s://%s", r->web->http->pub.tls ? "https" : "http", host);
     }
@@ -292,10 +295,16 @@ static const char *content_type(const char *path)
     static const struct {
         const char *ext, *type;
     } types[] = {
-        {".html", "text/html; charset=utf-8"}, {".js", "text/javascript; charset=utf-8"},
-        {".mjs", "text/javascript; charset=utf-8"}, {".css", "text/css; charset=utf-8"},
-        {".svg", "image/svg+xml"}, {".png", "image/png"}, {".ico", "image/x-icon"},
-        {".json", "application/json"}, {".woff2", "font/woff2"}, {".map", "application/json"},
+        {".html", "text/html; charset=utf-8"},
+        {".js", "text/javascript; charset=utf-8"},
+        {".mjs", "text/javascript; charset=utf-8"},
+        {".css", "text/css; charset=utf-8"},
+        {".svg", "image/svg+xml"},
+        {".png", "image/png"},
+        {".ico", "image/x-icon"},
+        {".json", "application/json"},
+        {".woff2", "font/woff2"},
+        {".map", "application/json"},
     };
     const char *dot = strrchr(path, '.');
     for (size_t i = 0; dot && i < sizeof(types) / sizeof(types[0]); i++)
@@ -336,7 +345,8 @@ static void identify_control(struct http_request *r)
         return;
     if (cred.uid == 0 || cred.uid == geteuid()) {
         r->who.known = r->who.admin = r->who.via_control = true;
-        snprintf(r->who.user, sizeof(r->who.user), "%s", cred.uid == 0 ? "root" : "qdesk");
+        snprintf(r->who.user, sizeof(r->who.user), "%s",
+                 cred.uid == 0 ? "root" : "qdesk");
     }
 }
 
@@ -393,7 +403,8 @@ static enum MHD_Result dispatch(struct http_request *r)
         return http_reply_error(r, MHD_HTTP_METHOD_NOT_ALLOWED, "method_not_allowed",
                                 "%s is not allowed on %s", r->method, r->path);
     if (!strncmp(r->path, "/api/", 5) || r->control)
-        return http_reply_error(r, MHD_HTTP_NOT_FOUND, "not_found", "no API at %s", r->path);
+        return http_reply_error(r, MHD_HTTP_NOT_FOUND, "not_found", "no API at %s",
+                                r->path);
     if (strcmp(r->method, "GET") && strcmp(r->method, "HEAD"))
         return http_reply_error(r, MHD_HTTP_METHOD_NOT_ALLOWED, "method_not_allowed",
                                 "%s is not allowed on %s", r->method, r->path);
@@ -521,7 +532,8 @@ static int start_listener(struct http *h, struct listener *ls, unsigned flags,
                              0, NULL, NULL, on_request, ls, MHD_OPTION_ARRAY, opts,
                              MHD_OPTION_END);
     if (!ls->d) {
-        snprintf(err, errsz, "cannot start the HTTP%s listener on %s (in use? bad TLS files?)",
+        snprintf(err, errsz,
+                 "cannot start the HTTP%s listener on %s (in use? bad TLS files?)",
                  ls->tls ? "S" : "", ls->control ? h->control_path : h->web->cfg->listen);
         return -1;
     }
@@ -583,10 +595,11 @@ struct http *http_new(struct web *web, char *err, size_t errsz)
         goto fail;
     }
     if (!strcmp(cfg->auth, "none") && !loopback && !cfg->allow_remote_none) {
-        snprintf(err, errsz,
-                 "[auth] auth = none on the non-loopback address %s would let anyone on the "
-                 "network start VMs; choose local or pam, or set allow_remote_none = true",
-                 cfg->listen);
+        snprintf(
+            err, errsz,
+            "[auth] auth = none on the non-loopback address %s would let anyone on the "
+            "network start VMs; choose local or pam, or set allow_remote_none = true",
+            cfg->listen);
         goto fail;
     }
     unsigned flags = sa.ss_family == AF_INET6 ? MHD_USE_IPv6 : 0;
@@ -594,8 +607,10 @@ struct http *http_new(struct web *web, char *err, size_t errsz)
         h->tls_cert = fs_read_file(cfg->tls_cert, 1 << 20, NULL);
         h->tls_key = fs_read_file(cfg->tls_key, 1 << 20, NULL);
         if (!h->tls_cert || !h->tls_key) {
-            snprintf(err, errsz, "[server] tls_cert and tls_key must both name readable PEM "
-                                 "files (%s)", strerror(errno));
+            snprintf(err, errsz,
+                     "[server] tls_cert and tls_key must both name readable PEM "
+                     "files (%s)",
+                     strerror(errno));
             goto fail;
         }
         flags |= MHD_USE_TLS;

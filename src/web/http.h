@@ -40,12 +40,12 @@ struct web {
 };
 
 struct identity {
-    bool known;       /* logged in, or no login needed */
+    bool known; /* logged in, or no login needed */
     bool admin;
     bool via_control; /* the local control socket */
     char user[64];
-    char csrf[64];    /* the login's CSRF token ("" without a login) */
-    char login[65];   /* the login's token hash */
+    char csrf[64];  /* the login's CSRF token ("" without a login) */
+    char login[65]; /* the login's token hash */
 };
 
 struct http_request {
@@ -53,21 +53,21 @@ struct http_request {
     struct MHD_Connection *con;
     const char *method;
     char path[1024];
-    const char *args[3];    /* the '*' segments of the route */
+    const char *args[3]; /* the '*' segments of the route */
     char argbuf[1024];
     char *body;
     size_t body_len;
     bool body_too_large;
     struct identity who;
-    char client[64];        /* the client's address */
+    char client[64]; /* the client's address */
     bool tls;
-    bool control;           /* arrived on the control socket */
+    bool control; /* arrived on the control socket */
 
     /* a suspended request's response, queued when it resumes */
     bool suspended;
     struct MHD_Response *pending;
     unsigned pending_status;
-    void *job;              /* owned by the handler that suspended */
+    void *job; /* owned by the handler that suspended */
     void (*job_free)(void *job);
 };
 
@@ -79,15 +79,18 @@ void http_free(struct http *h);
 /* Queues a JSON response; takes the reference to body. */
 enum MHD_Result http_reply_json(struct http_request *r, unsigned status, json_t *body);
 /* Queues {"error":{"code":...,"message":...}}. */
-enum MHD_Result http_reply_error(struct http_request *r, unsigned status, const char *code,
-                                 const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+enum MHD_Result http_reply_error(struct http_request *r, unsigned status,
+                                 const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
 /* Queues a response of the given type from a buffer (copied). */
 enum MHD_Result http_reply_data(struct http_request *r, unsigned status, const char *type,
                                 const void *data, size_t len);
 /* Queues a file from disk (streamed), or 404. */
-enum MHD_Result http_reply_file(struct http_request *r, const char *path, const char *type);
+enum MHD_Result http_reply_file(struct http_request *r, const char *path,
+                                const char *type);
 /* Queues a prepared response (adds the common security headers). */
-enum MHD_Result http_reply(struct http_request *r, unsigned status, struct MHD_Response *resp);
+enum MHD_Result http_reply(struct http_request *r, unsigned status,
+                           struct MHD_Response *resp);
 
 /* Returns a response holding body as JSON (the reference is taken), or NULL. */
 struct MHD_Response *http_json_response(json_t *body);

@@ -30,7 +30,6 @@ static bool is_tchar(int c)
     return isalnum(c) || (c && strchr("!#$%&'*+-.^_`|~", c));
 }
 
-
 static int refuse(int *status, int code, char *err, size_t errsz, const char *msg)
 {
     *status = code;

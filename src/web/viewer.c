@@ -46,7 +46,8 @@ void viewer_proxy_counters(struct web *web, struct viewer_counters *out)
 static bool token_shape(const char *t)
 {
     return strlen(t) == SESSION_TOKEN_LEN - 1 &&
-           strspn(t, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_") ==
+           strspn(t,
+                  "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_") ==
                SESSION_TOKEN_LEN - 1;
 }
 
@@ -78,10 +79,10 @@ enum MHD_Result viewer_info(struct http_request *r)
     struct session *s = by_token(r, true, &view_only);
     if (!s)
         return gone(r);
-    json_t *info =
-        json_pack("{s:s, s:s, s:I, s:b, s:b, s:b}", "state", session_state_name(s->state),
-                  "machine", s->machine, "expires_at", (json_int_t)s->expires_at, "view_only",
-                  view_only, "oneshot", s->oneshot, "used", s->oneshot && s->viewers_total > 0);
+    json_t *info = json_pack(
+        "{s:s, s:s, s:I, s:b, s:b, s:b}", "state", session_state_name(s->state),
+        "machine", s->machine, "expires_at", (json_int_t)s->expires_at, "view_only",
+        view_only, "oneshot", s->oneshot, "used", s->oneshot && s->viewers_total > 0);
     /* an ended session's link opens nothing, but says what became of it while the
      * session is remembered */
     if (!session_state_live(s->state))
@@ -100,16 +101,17 @@ static char *qr_svg(const char *text)
     size_t cap = (size_t)w * (size_t)w * 16 + 512, len = 0;
     char *svg = malloc(cap);
     if (svg) {
-        len += (size_t)snprintf(svg, cap,
-                                "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 %d %d\" "
-                                "shape-rendering=\"crispEdges\"><rect width=\"%d\" height=\"%d\" "
-                                "fill=\"#fff\"/><path fill=\"#000\" d=\"",
-                                size, size, size, size);
+        len += (size_t)snprintf(
+            svg, cap,
+            "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 %d %d\" "
+            "shape-rendering=\"crispEdges\"><rect width=\"%d\" height=\"%d\" "
+            "fill=\"#fff\"/><path fill=\"#000\" d=\"",
+            size, size, size, size);
         for (int y = 0; y < w; y++)
             for (int x = 0; x < w; x++)
                 if (qr->data[y * w + x] & 1)
-                    len += (size_t)snprintf(svg + len, cap - len, "M%d %dh1v1h-1z", x + border,
-                                            y + border);
+                    len += (size_t)snprintf(svg + len, cap - len, "M%d %dh1v1h-1z",
+                                            x + border, y + border);
         snprintf(svg + len, cap - len, "\"/></svg>\n");
     }
     QRcode_free(qr);
@@ -127,7 +129,8 @@ enum MHD_Result viewer_qr(struct http_request *r)
     char *svg = qr_svg(url);
     if (!svg)
         return MHD_NO;
-    enum MHD_Result rc = http_reply_data(r, MHD_HTTP_OK, "image/svg+xml", svg, strlen(svg));
+    enum MHD_Result rc =
+        http_reply_data(r, MHD_HTTP_OK, "image/svg+xml", svg, strlen(svg));
     free(svg);
     return rc;
 }
@@ -171,9 +174,9 @@ static void on_upgraded(void *cls, struct MHD_Connection *con, void *req_cls,
         return;
     }
     log_info("session %s: %s viewer connected from %s", s->id,
-             c->view_only ? "view-only" : "control", c->view_only ? "a view link" : "the control link");
+             c->view_only ? "view-only" : "control",
+             c->view_only ? "a view link" : "the control link");
 }
-
 
 enum MHD_Result viewer_websocket(struct http_request *r)
 {
@@ -181,19 +184,19 @@ enum MHD_Result viewer_websocket(struct http_request *r)
     struct session *s = by_token(r, false, &view_only);
     if (!s)
         return gone(r);
-    const char *upgrade = http_header(r, "Upgrade"), *connection = http_header(r, "Connection");
+    const char *upgrade = http_header(r, "Upgrade"),
+               *connection = http_header(r, "Connection");
     if (!upgrade || strcasecmp(upgrade, "websocket") != 0 || !connection ||
         !wsproxy_list_has(connection, "upgrade", true))
         return http_reply_error(r, MHD_HTTP_BAD_REQUEST, "not_websocket",
                                 "this address speaks WebSocket only");
     struct wsproxy_accept acc;
     char err[256];
-    if (wsproxy_handshake(http_header(r, "Sec-WebSocket-Key"),
-                          http_header(r, "Sec-WebSocket-Version"),
-                          http_header(r, "Sec-WebSocket-Protocol"), &acc, err,
-                          sizeof(err)) < 0) {
-        struct MHD_Response *resp = http_json_response(
-            json_pack("{s:{s:s, s:s}}", "error", "code", "bad_handshake", "message", err));
+    if (wsproxy_handshake(
+            http_header(r, "Sec-WebSocket-Key"), http_header(r, "Sec-WebSocket-Version"),
+            http_header(r, "Sec-WebSocket-Protocol"), &acc, err, sizeof(err)) < 0) {
+        struct MHD_Response *resp = http_json_response(json_pack(
+            "{s:{s:s, s:s}}", "error", "code", "bad_handshake", "message", err));
         if (resp && acc.status == 426)
             http_add_header(resp, "Sec-WebSocket-Version", "13");
         return http_reply(r, (unsigned)acc.status, resp);
@@ -206,7 +209,8 @@ enum MHD_Result viewer_websocket(struct http_request *r)
         return http_reply_error(r, MHD_HTTP_FORBIDDEN, "used",
                                 "this one-shot link has been used");
     struct viewer_conn *c = calloc(1, sizeof(*c));
-    struct MHD_Response *resp = c ? MHD_create_response_for_upgrade(on_upgraded, c) : NULL;
+    struct MHD_Response *resp =
+        c ? MHD_create_response_for_upgrade(on_upgraded, c) : NULL;
     if (!resp) {
         free(c);
         sessions_viewer_closed(r->web->sessions, s);

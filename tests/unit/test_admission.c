@@ -23,8 +23,10 @@ static void fake_proc(const char *loadavg, long avail_kb)
     fs_mkdir_p(path, 0755);
     snprintf(path, sizeof(path), "%s/proc/loadavg", root);
     fs_write_file(path, loadavg, strlen(loadavg), 0644);
-    snprintf(text, sizeof(text), "MemTotal:       16384000 kB\nMemFree:  100 kB\n"
-                                 "MemAvailable:   %ld kB\n", avail_kb);
+    snprintf(text, sizeof(text),
+             "MemTotal:       16384000 kB\nMemFree:  100 kB\n"
+             "MemAvailable:   %ld kB\n",
+             avail_kb);
     snprintf(path, sizeof(path), "%s/proc/meminfo", root);
     fs_write_file(path, text, strlen(text), 0644);
 }
@@ -71,7 +73,8 @@ static void each_limit(void **state)
     assert_int_equal(admission_check(&c, &h, &u, 2, 2048, msg, sizeof(msg)), ADMIT_OK);
 
     u = (struct admission_usage){.sessions = 10};
-    assert_int_equal(admission_check(&c, &h, &u, 1, 512, msg, sizeof(msg)), ADMIT_MAX_SESSIONS);
+    assert_int_equal(admission_check(&c, &h, &u, 1, 512, msg, sizeof(msg)),
+                     ADMIT_MAX_SESSIONS);
     assert_non_null(strstr(msg, "max_sessions) is 10"));
 
     u = (struct admission_usage){.sessions = 3, .user_sessions = 2};
@@ -80,11 +83,13 @@ static void each_limit(void **state)
     assert_non_null(strstr(msg, "you already have 2 sessions"));
 
     u = (struct admission_usage){.sessions = 1, .user_sessions = 1, .user_cpus = 3};
-    assert_int_equal(admission_check(&c, &h, &u, 2, 512, msg, sizeof(msg)), ADMIT_USER_CPUS);
+    assert_int_equal(admission_check(&c, &h, &u, 2, 512, msg, sizeof(msg)),
+                     ADMIT_USER_CPUS);
     assert_non_null(strstr(msg, "5 of this host's 8 cores"));
     assert_int_equal(admission_check(&c, &h, &u, 1, 512, msg, sizeof(msg)), ADMIT_OK);
 
-    u = (struct admission_usage){.sessions = 1, .user_sessions = 1, .user_memory_mb = 7000};
+    u = (struct admission_usage){
+        .sessions = 1, .user_sessions = 1, .user_memory_mb = 7000};
     assert_int_equal(admission_check(&c, &h, &u, 1, 2000, msg, sizeof(msg)),
                      ADMIT_USER_MEMORY);
     assert_non_null(strstr(msg, "user_memory_fraction"));
@@ -99,7 +104,8 @@ static void each_limit(void **state)
     assert_int_equal(admission_check(&c, &h, &u, 1, 1025, msg, sizeof(msg)),
                      ADMIT_MEM_AVAILABLE);
     assert_non_null(strstr(msg, "1025 MiB asked, 2048 MiB available"));
-    assert_string_equal(admission_reason_name(ADMIT_MEM_AVAILABLE), "min_mem_available_mb");
+    assert_string_equal(admission_reason_name(ADMIT_MEM_AVAILABLE),
+                        "min_mem_available_mb");
 }
 
 int main(void)

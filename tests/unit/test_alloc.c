@@ -104,13 +104,15 @@ static void fifty_requests_seven_vfs(void **state)
     assert_int_equal(json_array_size(vfs), 7);
     size_t k;
     json_t *vf;
-    json_array_foreach(vfs, k, vf) assert_false(json_is_true(json_object_get(vf, "in_use")));
+    json_array_foreach(vfs, k, vf)
+        assert_false(json_is_true(json_object_get(vf, "in_use")));
     json_decref(inv);
 
     /* and a new request gets one again */
     struct request again = {.id = "00000000000000ff", .spec.uefi = true};
     struct spec_request req = {.gpu = SPEC_GPU_VF};
-    assert_int_equal(alloc_acquire(st, &cfg, again.id, &req, &again.spec, NULL, &again.e), 0);
+    assert_int_equal(alloc_acquire(st, &cfg, again.id, &req, &again.spec, NULL, &again.e),
+                     0);
     alloc_release(st, &cfg, again.id);
     store_close(st);
 }
@@ -133,9 +135,11 @@ static void release_survives_a_restart(void **state)
     struct spec_request req = {.gpu = SPEC_GPU_VF};
     struct session_error e;
     snprintf(spec.name, sizeof(spec.name), "deadbeefdeadbeef");
-    assert_int_equal(alloc_acquire(st, &cfg, "deadbeefdeadbeef", &req, &spec, NULL, &e), 0);
+    assert_int_equal(alloc_acquire(st, &cfg, "deadbeefdeadbeef", &req, &spec, NULL, &e),
+                     0);
     char rel[128];
-    snprintf(rel, sizeof(rel), "/sys/bus/pci/devices/%s/driver", spec.gpu_grant.fn[0].addr);
+    snprintf(rel, sizeof(rel), "/sys/bus/pci/devices/%s/driver",
+             spec.gpu_grant.fn[0].addr);
     assert_string_equal(fx_link(tree, rel), "vfio-pci");
     store_close(st);
 

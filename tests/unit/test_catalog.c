@@ -73,7 +73,8 @@ static int setup(void **state)
     sh_qemu_img(mk);
     char evil[PATH_MAX];
     snprintf(evil, sizeof(evil), "%s/evil.qcow2", dir);
-    const char *ev[] = {"create", "-q", "-f", "qcow2", "-F", "raw", "-b", path, evil, NULL};
+    const char *ev[] = {"create", "-q", "-f", "qcow2", "-F",
+                        "raw",    "-b", path, evil,    NULL};
     sh_qemu_img(ev);
     snprintf(evil, sizeof(evil), "%s/link.qcow2", dir);
     assert_int_equal(symlink(path, evil), 0);
@@ -84,7 +85,8 @@ static int setup(void **state)
     /* a chain that stays inside is fine */
     snprintf(path, sizeof(path), "%s/debian.qcow2", dir);
     snprintf(evil, sizeof(evil), "%s/child.qcow2", dir);
-    const char *ch[] = {"create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", path, evil, NULL};
+    const char *ch[] = {"create", "-q", "-f", "qcow2", "-F",
+                        "qcow2",  "-b", path, evil,    NULL};
     sh_qemu_img(ch);
 
     image("dup.qcow2", "qcow2");
@@ -93,7 +95,8 @@ static int setup(void **state)
     put("badconf.conf", "description = x\nfirmware = coreboot\n");
     image("arm.qcow2", "qcow2");
     put("arm.conf", "arch = aarch64\nfirmware = bios\n");
-    put("tiny.conf", "description = kernel only\nkernel = tiny.vmlinuz\nappend = quiet\n");
+    put("tiny.conf",
+        "description = kernel only\nkernel = tiny.vmlinuz\nappend = quiet\n");
     put("tiny.vmlinuz", "not really a kernel");
     snprintf(path, sizeof(path), "%s/escape.vmlinuz", dir);
     assert_int_equal(symlink("/etc/hostname", path), 0);
@@ -172,8 +175,10 @@ static void sidecars(void **state)
     assert_int_equal(d->memory_mb, 2048);
     assert_string_equal(d->firmware, "uefi");
     assert_string_equal(d->machine_type, "q35");
-    assert_int_equal(d->gpus, (1 << 0) | (1 << 1) | (1 << 3)); /* none, virgl, passthrough */
-    assert_non_null(strstr(get(c, "badconf")->refused, "badconf.conf:2: firmware: 'coreboot'"));
+    assert_int_equal(d->gpus,
+                     (1 << 0) | (1 << 1) | (1 << 3)); /* none, virgl, passthrough */
+    assert_non_null(
+        strstr(get(c, "badconf")->refused, "badconf.conf:2: firmware: 'coreboot'"));
     assert_non_null(strstr(get(c, "arm")->refused, "aarch64 guests boot with uefi"));
     const struct catalog_machine *t = get(c, "tiny");
     assert_string_equal(t->refused, "");

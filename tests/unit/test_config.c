@@ -28,12 +28,14 @@ static void zero_config(void **state)
     struct config c;
     char err[256];
     config_defaults(&c);
-    assert_int_equal(config_load(&c, "/nonexistent/qdesk.conf", false, err, sizeof(err)), 0);
+    assert_int_equal(config_load(&c, "/nonexistent/qdesk.conf", false, err, sizeof(err)),
+                     0);
     assert_string_equal(c.listen, "127.0.0.1:8080");
     assert_string_equal(c.auth, "none");
     assert_string_equal(c.machines, "machines");
     /* but a file the user named must exist */
-    assert_int_equal(config_load(&c, "/nonexistent/qdesk.conf", true, err, sizeof(err)), -1);
+    assert_int_equal(config_load(&c, "/nonexistent/qdesk.conf", true, err, sizeof(err)),
+                     -1);
     assert_non_null(strstr(err, "/nonexistent/qdesk.conf"));
 }
 
@@ -66,7 +68,8 @@ static void bad_values_name_the_line(void **state)
     config_defaults(&c);
     char *path = write_conf("[auth]\nauth = kerberos\n");
     assert_int_equal(config_load(&c, path, true, err, sizeof(err)), -1);
-    assert_non_null(strstr(err, ":2: [auth] auth = 'kerberos' must be one of none|local|pam"));
+    assert_non_null(
+        strstr(err, ":2: [auth] auth = 'kerberos' must be one of none|local|pam"));
     unlink(path);
     path = write_conf("[server]\n\nlisen = 1.2.3.4:80\n");
     assert_int_equal(config_load(&c, path, true, err, sizeof(err)), -1);
@@ -86,8 +89,9 @@ static void example_shows_the_defaults(void **state)
     config_defaults(&defaults);
     config_defaults(&example);
     /* the example documents the defaults: loading it changes nothing */
-    assert_int_equal(config_load(&example, SOURCE_ROOT "/qdesk.conf.example", true, err,
-                                 sizeof(err)), 0);
+    assert_int_equal(
+        config_load(&example, SOURCE_ROOT "/qdesk.conf.example", true, err, sizeof(err)),
+        0);
     assert_memory_equal(&defaults, &example, sizeof(defaults));
 }
 

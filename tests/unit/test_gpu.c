@@ -530,7 +530,8 @@ static void kinds_share_one_shape(void **state)
         assert_string_equal(ops->name, gpu_kind_name((enum gpu_kind)i));
         assert_non_null(ops->plan);
         /* the kinds that change the host undo it; none and virgl change nothing */
-        bool changes = i == GPU_KIND_VF || i == GPU_KIND_PASSTHROUGH || i == GPU_KIND_MDEV;
+        bool changes =
+            i == GPU_KIND_VF || i == GPU_KIND_PASSTHROUGH || i == GPU_KIND_MDEV;
         assert_true((ops->prepare != NULL) == changes);
         assert_true((ops->release != NULL) == changes);
         if (!changes) {

@@ -42,8 +42,8 @@ static void values_keep_inner_equals(void **state)
 {
     (void)state;
     char err[256];
-    struct ini *ini = ini_parse("append = console=ttyS0 root=/dev/vda1\n", "k", err,
-                                sizeof(err));
+    struct ini *ini =
+        ini_parse("append = console=ttyS0 root=/dev/vda1\n", "k", err, sizeof(err));
     assert_string_equal(ini_get(ini, "", "append"), "console=ttyS0 root=/dev/vda1");
     ini_free(ini);
     ini_free(NULL);

@@ -16,8 +16,11 @@
 static char *run_sh(const char *script, const int *fds, size_t nfds, int *rc)
 {
     char *argv[] = {"/bin/sh", "-c", (char *)script, NULL};
-    struct proc_spawn s = {.argv = argv, .stdout_fd = -1, .stderr_fd = -1,
-                           .pass_fds = fds, .n_pass_fds = nfds};
+    struct proc_spawn s = {.argv = argv,
+                           .stdout_fd = -1,
+                           .stderr_fd = -1,
+                           .pass_fds = fds,
+                           .n_pass_fds = nfds};
     char *out = NULL, err[256];
     *rc = proc_run(&s, 5000, &out, 65536, err, sizeof(err));
     return out;
@@ -47,7 +50,8 @@ static void only_passed_descriptors_survive(void **state)
     /* the passed pipe arrives as fd 3; fd 4 and the stray one do not exist */
     snprintf(script, sizeof(script),
              "echo through-3 >&3; ls /proc/$$/fd | sort -n | tr '\\n' ' '; "
-             "if [ -e /proc/$$/fd/%d ]; then echo STRAY; fi", stray);
+             "if [ -e /proc/$$/fd/%d ]; then echo STRAY; fi",
+             stray);
     char *out = run_sh(script, pass, 1, &rc);
     close(pipefd[1]);
     assert_int_equal(rc, 0);
@@ -86,8 +90,8 @@ static void identity_survives_only_for_the_same_process(void **state)
     (void)state;
     char err[256];
     char *argv[] = {"/bin/sleep", "5", NULL};
-    struct proc_spawn s = {.argv = argv, .stdout_fd = -1, .stderr_fd = -1,
-                           .new_session = true};
+    struct proc_spawn s = {
+        .argv = argv, .stdout_fd = -1, .stderr_fd = -1, .new_session = true};
     pid_t pid = proc_spawn(&s, err, sizeof(err));
     assert_true(pid > 0);
     uint64_t t;

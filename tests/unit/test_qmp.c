@@ -51,16 +51,20 @@ static void *peer_main(void *arg)
                 /* an event first, then the reply in two pieces, CRLF-terminated */
                 say(p->fd, "{\"event\": \"RESET\", \"data\": {\"guest\": true}, "
                            "\"timestamp\": {\"seconds\": 1, \"microseconds\": 2}}\r\n");
-                snprintf(out, sizeof(out), "{\"return\": {\"status\": \"running\", "
-                         "\"running\": true}, \"id\": \"%s\"}\r\n", id);
+                snprintf(out, sizeof(out),
+                         "{\"return\": {\"status\": \"running\", "
+                         "\"running\": true}, \"id\": \"%s\"}\r\n",
+                         id);
                 size_t half = strlen(out) / 2;
                 assert_int_equal(write(p->fd, out, half), (ssize_t)half);
                 usleep(20000);
                 say(p->fd, out + half);
                 say(p->fd, "{\"event\": \"STOP\", \"timestamp\": {}}\r\n");
             } else if (!strcmp(name, "bad")) {
-                snprintf(out, sizeof(out), "{\"error\": {\"class\": \"CommandNotFound\", "
-                         "\"desc\": \"The command bad has not been found\"}, \"id\": \"%s\"}\n",
+                snprintf(out, sizeof(out),
+                         "{\"error\": {\"class\": \"CommandNotFound\", "
+                         "\"desc\": \"The command bad has not been found\"}, \"id\": "
+                         "\"%s\"}\n",
                          id);
                 say(p->fd, out);
             } else if (!strcmp(name, "bye")) {
@@ -101,7 +105,8 @@ static void commands_events_and_split_replies(void **state)
     struct qmp *q = start(&p, qemu_greeting, err, sizeof(err));
     assert_non_null(q);
     json_t *ret = NULL;
-    assert_int_equal(qmp_execute(q, "query-status", NULL, 2000, &ret, err, sizeof(err)), 0);
+    assert_int_equal(qmp_execute(q, "query-status", NULL, 2000, &ret, err, sizeof(err)),
+                     0);
     assert_string_equal(json_string_value(json_object_get(ret, "status")), "running");
     json_decref(ret);
     /* the RESET that came before the reply is queued; the STOP after it arrives
@@ -119,8 +124,8 @@ static void commands_events_and_split_replies(void **state)
 
     assert_int_equal(qmp_execute(q, "bad", NULL, 2000, NULL, err, sizeof(err)), -1);
     assert_string_equal(err, "bad: CommandNotFound: The command bad has not been found");
-    assert_int_equal(qmp_execute(q, "system_powerdown", NULL, 2000, NULL, err, sizeof(err)),
-                     0);
+    assert_int_equal(
+        qmp_execute(q, "system_powerdown", NULL, 2000, NULL, err, sizeof(err)), 0);
     assert_int_equal(qmp_execute(q, "slow", NULL, 100, NULL, err, sizeof(err)), -1);
     assert_string_equal(err, "slow: no reply from QEMU within 100 ms");
     assert_int_equal(qmp_execute(q, "bye", NULL, 1000, NULL, err, sizeof(err)), -1);

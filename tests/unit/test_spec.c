@@ -22,10 +22,14 @@ static void host_and_limits(struct spec_host *h, struct spec_limits *l)
     snprintf(h->qemu_x86_64, sizeof(h->qemu_x86_64), "/usr/bin/qemu-system-x86_64");
     snprintf(h->ovmf_code, sizeof(h->ovmf_code), "/fw/code.fd");
     snprintf(h->ovmf_vars, sizeof(h->ovmf_vars), "/fw/vars.fd");
-    *l = (struct spec_limits){.min_memory_mb = 128, .default_memory_mb = 1024,
-                              .default_cpus = 1, .default_lifetime_s = 3600,
-                              .min_lifetime_s = 60, .max_lifetime_s = 86400,
-                              .default_disk_gb = 8, .max_disk_gb = 100};
+    *l = (struct spec_limits){.min_memory_mb = 128,
+                              .default_memory_mb = 1024,
+                              .default_cpus = 1,
+                              .default_lifetime_s = 3600,
+                              .min_lifetime_s = 60,
+                              .max_lifetime_s = 86400,
+                              .default_disk_gb = 8,
+                              .max_disk_gb = 100};
 }
 
 static void disk_machine(struct catalog_machine *m, const char *name)
@@ -43,7 +47,8 @@ static void request_fields(void **state)
 {
     (void)state;
     struct spec_request r = {0};
-    assert_int_equal(spec_request_set(&r, "gpu", "mdev:i915-GVTg_V5_4", err, sizeof(err)), 0);
+    assert_int_equal(spec_request_set(&r, "gpu", "mdev:i915-GVTg_V5_4", err, sizeof(err)),
+                     0);
     assert_int_equal(r.gpu, SPEC_GPU_MDEV);
     assert_string_equal(r.gpu_type, "i915-GVTg_V5_4");
     assert_int_equal(spec_request_set(&r, "gpu", "vf:x", err, sizeof(err)), -1);
@@ -58,8 +63,9 @@ static void request_fields(void **state)
     assert_int_equal(spec_request_set(&r, "net", "bridge=br0", err, sizeof(err)), 0);
     assert_int_equal(r.net, SPEC_NET_BRIDGE);
     assert_string_equal(r.bridge, "br0");
-    assert_int_equal(spec_request_set(&r, "net", "bridge=averyveryverylongname", err,
-                                      sizeof(err)), -1);
+    assert_int_equal(
+        spec_request_set(&r, "net", "bridge=averyveryverylongname", err, sizeof(err)),
+        -1);
     assert_int_equal(spec_request_set(&r, "colour", "red", err, sizeof(err)), -1);
     assert_string_equal(err, "'colour' is not a session field");
 }
@@ -97,23 +103,28 @@ static void request_beats_sidecar_beats_service(void **state)
     struct spec_request r = {0};
     host_and_limits(&h, &l);
     disk_machine(&m, "desk");
-    assert_int_equal(spec_resolve(&r, &m, &h, &l, "a", "/run/a", &s, err, sizeof(err)), 0);
+    assert_int_equal(spec_resolve(&r, &m, &h, &l, "a", "/run/a", &s, err, sizeof(err)),
+                     0);
     assert_int_equal(s.cpus, 1);
     assert_int_equal(s.memory_mb, 1024);
     m.cpus = 2;
     m.memory_mb = 2048;
-    assert_int_equal(spec_resolve(&r, &m, &h, &l, "a", "/run/a", &s, err, sizeof(err)), 0);
+    assert_int_equal(spec_resolve(&r, &m, &h, &l, "a", "/run/a", &s, err, sizeof(err)),
+                     0);
     assert_int_equal(s.cpus, 2);
     assert_int_equal(s.memory_mb, 2048);
     r.cpus = 3;
     r.memory_mb = 4096;
-    assert_int_equal(spec_resolve(&r, &m, &h, &l, "a", "/run/a", &s, err, sizeof(err)), 0);
+    assert_int_equal(spec_resolve(&r, &m, &h, &l, "a", "/run/a", &s, err, sizeof(err)),
+                     0);
     assert_int_equal(s.cpus, 3);
     assert_int_equal(s.memory_mb, 4096);
     /* a service maximum below the host's memory wins */
     l.max_memory_mb = 2048;
-    assert_int_equal(spec_resolve(&r, &m, &h, &l, "a", "/run/a", &s, err, sizeof(err)), -1);
-    assert_string_equal(err, "memory_mb: 4096 MiB is out of range (allowed 128..2048 MiB)");
+    assert_int_equal(spec_resolve(&r, &m, &h, &l, "a", "/run/a", &s, err, sizeof(err)),
+                     -1);
+    assert_string_equal(err,
+                        "memory_mb: 4096 MiB is out of range (allowed 128..2048 MiB)");
 }
 
 static void accelerator_choice(void **state)
@@ -127,18 +138,22 @@ static void accelerator_choice(void **state)
     host_and_limits(&h, &l);
     disk_machine(&m, "desk");
     h.kvm_usable = false;
-    assert_int_equal(spec_resolve(&r, &m, &h, &l, "a", "/run/a", &s, err, sizeof(err)), 0);
+    assert_int_equal(spec_resolve(&r, &m, &h, &l, "a", "/run/a", &s, err, sizeof(err)),
+                     0);
     assert_false(s.kvm);
     h.kvm_usable = true;
-    assert_int_equal(spec_resolve(&r, &m, &h, &l, "a", "/run/a", &s, err, sizeof(err)), 0);
+    assert_int_equal(spec_resolve(&r, &m, &h, &l, "a", "/run/a", &s, err, sizeof(err)),
+                     0);
     assert_true(s.kvm);
     snprintf(h.accel, sizeof(h.accel), "tcg");
-    assert_int_equal(spec_resolve(&r, &m, &h, &l, "a", "/run/a", &s, err, sizeof(err)), 0);
+    assert_int_equal(spec_resolve(&r, &m, &h, &l, "a", "/run/a", &s, err, sizeof(err)),
+                     0);
     assert_false(s.kvm);
     /* forcing KVM on a host where it cannot run guests is the operator's call */
     h.kvm_usable = false;
     snprintf(h.accel, sizeof(h.accel), "kvm");
-    assert_int_equal(spec_resolve(&r, &m, &h, &l, "a", "/run/a", &s, err, sizeof(err)), 0);
+    assert_int_equal(spec_resolve(&r, &m, &h, &l, "a", "/run/a", &s, err, sizeof(err)),
+                     0);
     assert_true(s.kvm);
 }
 
@@ -152,9 +167,12 @@ static void macs_are_stable_and_distinct(void **state)
     struct spec_request r = {0};
     host_and_limits(&h, &l);
     disk_machine(&m, "desk");
-    assert_int_equal(spec_resolve(&r, &m, &h, &l, "s-1", "/run/1", &a, err, sizeof(err)), 0);
-    assert_int_equal(spec_resolve(&r, &m, &h, &l, "s-2", "/run/2", &b, err, sizeof(err)), 0);
-    assert_int_equal(spec_resolve(&r, &m, &h, &l, "s-1", "/run/1", &c, err, sizeof(err)), 0);
+    assert_int_equal(spec_resolve(&r, &m, &h, &l, "s-1", "/run/1", &a, err, sizeof(err)),
+                     0);
+    assert_int_equal(spec_resolve(&r, &m, &h, &l, "s-2", "/run/2", &b, err, sizeof(err)),
+                     0);
+    assert_int_equal(spec_resolve(&r, &m, &h, &l, "s-1", "/run/1", &c, err, sizeof(err)),
+                     0);
     assert_string_not_equal(a.mac, b.mac);
     assert_string_equal(a.mac, c.mac);
     assert_memory_equal(a.mac, "52:54:00:", 9);
@@ -171,11 +189,13 @@ static void iso_gets_a_data_disk(void **state)
     host_and_limits(&h, &l);
     disk_machine(&m, "live");
     m.media = CATALOG_MEDIA_CDROM;
-    assert_int_equal(spec_resolve(&r, &m, &h, &l, "a", "/run/a", &s, err, sizeof(err)), 0);
+    assert_int_equal(spec_resolve(&r, &m, &h, &l, "a", "/run/a", &s, err, sizeof(err)),
+                     0);
     assert_true(s.cdrom);
     assert_int_equal(s.data_disk_gb, 8);
     r.disk_gb = 101;
-    assert_int_equal(spec_resolve(&r, &m, &h, &l, "a", "/run/a", &s, err, sizeof(err)), -1);
+    assert_int_equal(spec_resolve(&r, &m, &h, &l, "a", "/run/a", &s, err, sizeof(err)),
+                     -1);
     assert_string_equal(err, "disk_gb: 101 GiB is more than allowed (1..100)");
 }
 

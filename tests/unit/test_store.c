@@ -53,9 +53,15 @@ static void sessions_round_trip(void **state)
     assert_int_equal(stat(db, &sb), 0);
     assert_int_equal(sb.st_mode & 0777, 0600); /* it holds share tokens */
 
-    struct session s = {.state = SESSION_RUNNING, .cpus = 2, .memory_mb = 2048,
-                        .created_at = 100, .expires_at = 200, .oneshot = true,
-                        .pid = 4242, .start_time = 987654321, .viewers_total = 1};
+    struct session s = {.state = SESSION_RUNNING,
+                        .cpus = 2,
+                        .memory_mb = 2048,
+                        .created_at = 100,
+                        .expires_at = 200,
+                        .oneshot = true,
+                        .pid = 4242,
+                        .start_time = 987654321,
+                        .viewers_total = 1};
     snprintf(s.id, sizeof(s.id), "0123456789abcdef");
     snprintf(s.machine, sizeof(s.machine), "demo");
     snprintf(s.owner, sizeof(s.owner), "alice");

@@ -27,7 +27,8 @@ static void durations_refused(void **state)
 {
     (void)state;
     uint64_t s = 7;
-    const char *bad[] = {"", "90", "m", "1.5h", "-1h", "1w", "1h 30m", "h1", "99999999999999999999s"};
+    const char *bad[] = {
+        "", "90", "m", "1.5h", "-1h", "1w", "1h 30m", "h1", "99999999999999999999s"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
         assert_int_equal(units_parse_duration(bad[i], &s), -1);
     assert_int_equal(s, 7); /* untouched on error */
@@ -73,7 +74,8 @@ static void sizes_refused(void **state)
 {
     (void)state;
     uint64_t b;
-    const char *bad[] = {"", "G", "12X", "1.5G", "-1G", "2 G", "2Gi", "2GiBs", "99999999999T"};
+    const char *bad[] = {"",    "G",   "12X",   "1.5G",        "-1G",
+                         "2 G", "2Gi", "2GiBs", "99999999999T"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
         assert_int_equal(units_parse_size(bad[i], 1, &b), -1);
 }
