@@ -404,7 +404,7 @@ int cli_run(const struct config *cfg, int argc, char **argv)
     } else if (vm_prepare(&v.spec, v.qemu_img, &user, err, sizeof(err)) < 0) {
         fprintf(stderr, "qdesk: %s\n", err);
         rc = 1;
-    } else if (vm_spawn(&vm, &v.spec, &a, &user, NULL, 0, err, sizeof(err)) < 0 ||
+    } else if (vm_spawn(&vm, &v.spec, &a, &user, err, sizeof(err)) < 0 ||
                vm_connect(&vm, 15000, err, sizeof(err)) < 0) {
         fprintf(stderr, "qdesk: %s\n", err);
         snprintf(vm.rundir, sizeof(vm.rundir), "%s", rundir);

@@ -32,8 +32,8 @@ static const char usage[] =
     "                               host readiness and inventory\n"
     "\n"
     "OPTS: --cpus N --memory SIZE --lifetime DUR --disk GB\n"
-    "      --gpu none|virgl|vf|passthrough|mdev[:TYPE] --usb VID:PID|BUS-PORT\n"
-    "      --net user|none|bridge=BR --mount PATH --script FILE --oneshot --persistent\n";
+    "      --gpu none|virgl|vf|passthrough|mdev[:TYPE] --usb VID:PID|BUS-PORT|usb-kbd\n"
+    "      --net user|none|bridge=BR --oneshot\n";
 
 struct command {
     const char *name;

@@ -424,6 +424,14 @@ int spec_resolve(const struct spec_request *req, const struct catalog_machine *m
                  out->cpus, host->cores);
         return -1;
     }
+    /* Not in this version: say so rather than start a guest without them. */
+    if (req->n_mounts || req->script[0] || req->persistent) {
+        snprintf(err, errsz, "%s: not available in this version of qdesk",
+                 req->n_mounts    ? "mounts"
+                 : req->script[0] ? "script"
+                                  : "persistent");
+        return -1;
+    }
     out->net = req->net;
     snprintf(out->bridge, sizeof(out->bridge), "%s", req->bridge);
     out->tap_fd = req->net == SPEC_NET_BRIDGE ? 3 : -1;

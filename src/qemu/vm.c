@@ -1,5 +1,6 @@
 #include "qemu/vm.h"
 
+#include "net/tap.h"
 #include "qemu/cmdline.h"
 #include "util/fs.h"
 #include "util/log.h"
@@ -7,6 +8,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <net/if.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -106,8 +108,7 @@ fail:
 }
 
 int vm_spawn(struct vm *vm, const struct vm_spec *s, const struct argv *a,
-             const struct vm_user *user, const int *fds, size_t n_fds, char *err,
-             size_t errsz)
+             const struct vm_user *user, char *err, size_t errsz)
 {
     char display[48];
     snprintf(display, sizeof(display), "DISPLAY=%s", s->x_display);
@@ -130,17 +131,24 @@ int vm_spawn(struct vm *vm, const struct vm_spec *s, const struct argv *a,
         fs_write_file(path, text, strlen(text), 0600);
     free(text);
 
+    int tap = -1;
+    char tap_name[IFNAMSIZ];
+    if (s->net == SPEC_NET_BRIDGE &&
+        (tap = tap_open(s->bridge, tap_name, sizeof(tap_name), err, errsz)) < 0)
+        return -1;
     path_in(s->rundir, RUNDIR_LOG, path, sizeof(path));
     int logfd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
     if (logfd < 0) {
         snprintf(err, errsz, "cannot create %s: %s", path, strerror(errno));
+        if (tap >= 0)
+            close(tap);
         return -1;
     }
     struct proc_spawn sp = {
         .argv = a->v,
         .env = s->virgl_sdl ? x_env : NULL,
-        .pass_fds = fds,
-        .n_pass_fds = n_fds,
+        .pass_fds = &tap, /* descriptor 3, as the builder's tap,fd=3 says */
+        .n_pass_fds = tap >= 0 ? 1 : 0,
         .stdout_fd = logfd,
         .stderr_fd = logfd,
         .cwd = s->rundir,
@@ -155,6 +163,11 @@ int vm_spawn(struct vm *vm, const struct vm_spec *s, const struct argv *a,
     };
     pid_t pid = proc_spawn(&sp, err, errsz);
     close(logfd);
+    if (tap >= 0) {
+        close(tap); /* QEMU holds it now; the tap lives as long as QEMU */
+        if (pid > 0)
+            log_info("%s: tap %s on bridge %s", s->name, tap_name, s->bridge);
+    }
     if (pid < 0)
         return -1;
     vm->pid = pid;

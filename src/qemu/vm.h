@@ -50,12 +50,12 @@ int vm_prepare(const struct vm_spec *s, const char *qemu_img, const struct vm_us
                char *err, size_t errsz);
 
 /* Starts the argv a (built for s) in a new session with a clean environment (PATH,
- * and DISPLAY for a virgl guest that renders in X), as user, passing fds as 3, 4,
- * ...; QEMU's standard error goes to RUNDIR/qemu.log. A guest with vfio devices may
- * lock all its memory. Fills vm. Returns 0, or -1. */
+ * and DISPLAY for a virgl guest that renders in X), as user; QEMU's standard error
+ * goes to RUNDIR/qemu.log. A bridged guest gets its tap device, made here and
+ * passed as descriptor 3; a guest with vfio devices may lock all its memory. Fills
+ * vm. Returns 0, or -1 with err. */
 int vm_spawn(struct vm *vm, const struct vm_spec *s, const struct argv *a,
-             const struct vm_user *user, const int *fds, size_t n_fds, char *err,
-             size_t errsz);
+             const struct vm_user *user, char *err, size_t errsz);
 
 /* Waits at most timeout_ms for QMP to answer. Fails early, with QEMU's last
  * complaint from qemu.log in err, when QEMU exits first. Returns 0, or -1. */

@@ -6,6 +6,7 @@
 #include "host/hugepages.h"
 #include "host/inventory.h"
 #include "host/usb.h"
+#include "net/tap.h"
 #include "qemu/cmdline.h"
 #include "session/store.h"
 #include "util/log.h"
@@ -135,6 +136,9 @@ static int plan_cpus(const struct config *cfg, struct vm_spec *spec,
 int alloc_plan(const struct config *cfg, const struct spec_request *req,
                struct vm_spec *spec, char *err, size_t errsz)
 {
+    if (spec->net == SPEC_NET_BRIDGE &&
+        tap_bridge_check(cfg->sysroot, spec->bridge, err, errsz) < 0)
+        return -1;
     if (req->gpu != SPEC_GPU_NONE && plan_gpu(cfg, req, spec, NULL, err, errsz) < 0)
         return -1;
     if (plan_usb(cfg, req, spec, err, errsz) < 0)
@@ -460,6 +464,12 @@ int alloc_acquire(struct store *st, const struct config *cfg, const char *id,
                   const struct spec_request *req, struct vm_spec *spec,
                   const struct vm_user *user, struct session_error *e)
 {
+    char why[256];
+    if (spec->net == SPEC_NET_BRIDGE &&
+        tap_bridge_check(cfg->sysroot, spec->bridge, why, sizeof(why)) < 0) {
+        session_refuse(e, SESSION_BAD_REQUEST, "invalid_field", "%s", why);
+        return -1;
+    }
     if (req->gpu != SPEC_GPU_NONE && acquire_gpu(st, cfg, id, req, spec, user, e) < 0)
         goto fail;
     for (size_t i = 0; i < req->n_usb; i++) {

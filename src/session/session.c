@@ -616,7 +616,7 @@ struct session *sessions_create(struct sessions *ss, const char *owner,
     /* From here a failure removes everything made so far: the run directory, the
      * row, the session. */
     if (vm_prepare(&spec, ss->qemu_img, &ss->user, err, sizeof(err)) < 0 ||
-        vm_spawn(&s->vm, &spec, &a, &ss->user, NULL, 0, err, sizeof(err)) < 0) {
+        vm_spawn(&s->vm, &spec, &a, &ss->user, err, sizeof(err)) < 0) {
         argv_free(&a);
         log_error("session %s: cannot start: %s", s->id, err);
         session_refuse(e, SESSION_INTERNAL, "start_failed", "%s", err);

@@ -137,6 +137,32 @@ def pinned_vcpus_run_on_their_own_cpu():
 
 
 @pool.test
+def bridged_guest_gets_a_tap_on_the_bridge():
+    br = f"qdbr{os.getpid() % 100000}"
+    subprocess.run(["ip", "link", "add", br, "type", "bridge"], check=True)
+
+    def taps():
+        out = subprocess.run(["ip", "-o", "link", "show", "master", br], capture_output=True,
+                             text=True).stdout
+        return [line.split(":")[1].strip() for line in out.splitlines()]
+    try:
+        svc = service()
+        s = svc.boot(net=f"bridge={br}", memory_mb=256)
+        assert len(taps()) == 1 and taps()[0].startswith("qdtap"), taps()
+        cmdline = open(os.path.join(svc.state, "run", s["id"], "cmdline")).read()
+        assert "tap,id=net0,fd=3" in cmdline, cmdline
+        svc.api("DELETE", f"/api/v1/sessions/{s['id']}")
+        svc.wait_state(s["id"], "stopped", 40)
+        assert taps() == [], "the tap outlived its guest"
+        status, out = svc.api("POST", "/api/v1/sessions",
+                              {"machine": "demo-kernel", "net": "bridge=qdnobridge"})
+        assert status == 400 and "no bridge 'qdnobridge'" in out["error"]["message"], out
+        assert leftovers(svc.state) == []
+    finally:
+        subprocess.run(["ip", "link", "del", br])
+
+
+@pool.test
 def gpus_this_host_lacks_are_refused_cleanly():
     svc = service()
     for gpu, want in (("vf", "SR-IOV"), ("passthrough", "passed through"),
