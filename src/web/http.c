@@ -523,14 +523,25 @@ static int parse_listen(const char *listen, struct sockaddr_storage *sa, socklen
     return 0;
 }
 
+/* libmicrohttpd's own complaints (a client that speaks plain HTTP to the TLS port,
+ * a broken connection) go to our log, one line each. */
+static void mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    (void)cls;
+    char line[512];
+    vsnprintf(line, sizeof(line), fmt, ap);
+    line[strcspn(line, "\n")] = 0;
+    log_info("http: %s", line);
+}
+
 static int start_listener(struct http *h, struct listener *ls, unsigned flags,
                           struct MHD_OptionItem *opts, char *err, size_t errsz)
 {
     ls->h = h;
     ls->d = MHD_start_daemon(flags | MHD_USE_EPOLL | MHD_ALLOW_UPGRADE |
                                  MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG,
-                             0, NULL, NULL, on_request, ls, MHD_OPTION_ARRAY, opts,
-                             MHD_OPTION_END);
+                             0, NULL, NULL, on_request, ls, MHD_OPTION_EXTERNAL_LOGGER,
+                             mhd_log, NULL, MHD_OPTION_ARRAY, opts, MHD_OPTION_END);
     if (!ls->d) {
         snprintf(err, errsz,
                  "cannot start the HTTP%s listener on %s (in use? bad TLS files?)",

@@ -14,6 +14,7 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import struct
 import subprocess
 import sys
@@ -105,12 +106,13 @@ def leftovers(state):
 class Service:
     """A real `qdesk serve` on a free loopback port with its own state directory."""
 
-    def __init__(self, conf="", machines=MACHINES, name="svc"):
+    def __init__(self, conf="", machines=MACHINES, name="svc", tls=False):
         # Short paths: unix socket names have a length limit.
         self.dir = tempfile.mkdtemp(prefix=f"qd-{name}-", dir="/tmp")
         self.state = os.path.join(self.dir, "state")
         self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
+        self.tls = tls
+        self.base = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         self.conf = os.path.join(self.dir, "qdesk.conf")
         self.logpath = os.path.join(self.dir, "serve.log")
         with open(self.conf, "w") as f:
@@ -120,6 +122,13 @@ class Service:
                     f"[qemu]\nstop_grace_s = 10s\n"
                     f"[limits]\nmax_load_per_core = 100\nmin_mem_available_mb = 64M\n"
                     f"max_sessions_per_user = 8\nuser_memory_fraction = 0.9\n")
+            if tls:  # a throw-away self-signed certificate
+                subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes",
+                                "-keyout", f"{self.dir}/key.pem", "-out",
+                                f"{self.dir}/cert.pem", "-days", "2", "-subj",
+                                "/CN=localhost"], check=True, capture_output=True)
+                f.write(f"[server]\ntls_cert = {self.dir}/cert.pem\n"
+                        f"tls_key = {self.dir}/key.pem\n")
             f.write(conf)
         self.proc = None
 
@@ -165,7 +174,13 @@ class Service:
 
     def request(self, method, path, body=None, headers=None, cookie=None):
         """Returns (status, headers, raw body)."""
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        if self.tls:
+            ctx = ssl.create_default_context()
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+            conn = http.client.HTTPSConnection("127.0.0.1", self.port, timeout=30, context=ctx)
+        else:
+            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
         hdrs = dict(headers or {})
         if cookie:
             hdrs["Cookie"] = cookie
@@ -309,8 +324,13 @@ class Login:
 class WebSocket:
     """A WebSocket client as a browser is one: masked frames, the RFC handshake."""
 
-    def __init__(self, port, path, protocol="binary", host="127.0.0.1"):
+    def __init__(self, port, path, protocol="binary", host="127.0.0.1", tls=False):
         self.sock = socket.create_connection((host, port), timeout=20)
+        if tls:  # the tests' services use a throw-away self-signed certificate
+            ctx = ssl.create_default_context()
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+            self.sock = ctx.wrap_socket(self.sock, server_hostname=host)
         key = base64.b64encode(os.urandom(16)).decode()
         req = (f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"

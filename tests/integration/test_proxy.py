@@ -4,6 +4,7 @@ service to the demo guest: input through the control link reaches the guest; the
 view-only link shows the desktop but its input never arrives; a one-shot link
 admits one viewer and the session ends when it leaves; a malformed frame or RFB
 message closes only the viewer that sent it."""
+import http.client
 import struct
 import time
 
@@ -143,6 +144,30 @@ def stopping_a_session_closes_its_viewers():
     assert code == 1001, f"expected 1001 (going away), got {code} {reason}"
     status, metrics = svc.get("/metrics")
     assert b'qdesk_proxy_bytes_total{direction="to_browser"}' in metrics
+
+
+@test
+def tls_serves_https_and_wss():
+    tls = Service(name="tls", tls=True).start()
+    try:
+        # the API over HTTPS gives https links; plain HTTP on that port gets nowhere
+        s = tls.boot(memory_mb=256)
+        assert s["url"].startswith(f"https://127.0.0.1:{tls.port}/s/"), s
+        try:
+            plain = http.client.HTTPConnection("127.0.0.1", tls.port, timeout=5)
+            plain.request("GET", "/healthz")
+            assert plain.getresponse().status != 200
+        except (OSError, http.client.HTTPException):
+            pass  # refused outright: fine
+        ws = WebSocket(tls.port, "/ws/" + s["url"].rsplit("/", 1)[1], tls=True)
+        assert ws.status == 101
+        rfb = RFB(ws)
+        assert distinct_colours(rfb.framebuffer()) > 8
+        rfb.key(keysym("t"))
+        tls.wait_serial(s["id"], rf"^QDESK-KEY {LINUX_KEYCODE['t']}$", 10)
+        ws.close()
+    finally:
+        tls.close()
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ desktop, with SeaBIOS and with OVMF; `qdesk run` stops cleanly on Ctrl-C, notice
 QEMU that was killed, refuses what is missing with a clear error, and leaves
 nothing behind in its run directories."""
 import os
+import pwd
 import re
 import select
 import shutil
@@ -16,6 +17,7 @@ from qdesk import (MACHINES, QDESK, Service, leftovers, png_pixels, process_gone
                    test)
 
 WORK = tempfile.mkdtemp(prefix="qd-vm-", dir="/tmp")
+os.chmod(WORK, 0o755)  # QEMU may run as another user: it must reach the files
 CAT = os.path.join(WORK, "machines")
 os.makedirs(CAT)
 ISO = os.path.join(MACHINES, "demo.iso")
@@ -38,6 +40,7 @@ with open(os.path.join(CAT, "demo.conf"), "w") as f:
 def config(extra=""):
     """A config with a state directory of its own; returns (path, state dir)."""
     d = tempfile.mkdtemp(prefix="run-", dir=WORK)
+    os.chmod(d, 0o755)
     path = os.path.join(d, "qdesk.conf")
     with open(path, "w") as f:
         f.write(f"[paths]\nmachines = {CAT}\nstate = {d}/state\n"
@@ -65,7 +68,8 @@ class Run:
             ready, _, _ = select.select([fd], [], [], 0.1)
             chunk = os.read(fd, 65536) if ready else b""
             if ready and not chunk:
-                break  # qdesk run ended
+                self.proc.wait(timeout=10)  # qdesk run ended
+                break
             self.buf += chunk.decode(errors="replace").replace("\r", "")
             *done, self.buf = self.buf.split("\n")
             for line in done:
@@ -167,6 +171,23 @@ def killed_qemu_is_noticed_and_cleaned():
     assert "killed by signal 9" in err, err
     assert leftovers(r.state) == [], leftovers(r.state)
     assert process_gone(pid)
+
+
+@test
+def qemu_runs_as_the_configured_user():
+    nobody = pwd.getpwnam("nobody")
+    r = Run("demo-kernel", "--lifetime", "5m", extra="qemu_user = nobody\n")
+    r.wait_line(r"^QDESK-DEMO-READY", 60)
+    rundir = os.path.join(r.state, "run", leftovers(r.state)[0])
+    with open(os.path.join(rundir, "qemu.pid")) as f:
+        pid = int(f.read())
+    uids = [l for l in open(f"/proc/{pid}/status") if l.startswith("Uid:")][0].split()[1:]
+    assert uids == [str(nobody.pw_uid)] * 4, f"QEMU runs with uids {uids}"
+    assert os.stat(rundir).st_uid == nobody.pw_uid
+    assert os.stat(rundir).st_mode & 0o777 == 0o700
+    r.proc.send_signal(signal.SIGINT)
+    rc, err = r.finish()
+    assert rc == 0 and leftovers(r.state) == [], err
 
 
 @test
