@@ -43,9 +43,14 @@ fuzz: $(FUZZ)/build.ninja
 	@ninja -C $(FUZZ)
 
 # The demo guest, built from Debian packages (guest/README.md), and its catalogue
-# entries: the live ISO, a disk image of it, and the same kernel booted directly.
-$(GUEST)/demo.iso: $(wildcard guest/*)
+# entries: the live ISO, a disk image of it, and its kernel booted directly (the
+# uncompressed kernel: its PVH entry starts ~3 s sooner under TCG than the bzImage).
+GUEST_SRC := $(wildcard guest/* guest/boot/*)
+
+$(GUEST)/demo.iso: $(GUEST_SRC)
 	guest/build $(GUEST)
+	@grep -qF -- "append = $$(cat $(GUEST)/append.txt)" machines/demo-kernel.conf || \
+	    { echo "make: machines/demo-kernel.conf must say: append = $$(cat $(GUEST)/append.txt)" >&2; exit 1; }
 
 machines/demo.iso: $(GUEST)/demo.iso
 	cp $< $@
@@ -53,13 +58,13 @@ machines/demo.iso: $(GUEST)/demo.iso
 machines/demo-disk.qcow2: $(GUEST)/demo.iso
 	qemu-img convert -O qcow2 $< $@.tmp && mv $@.tmp $@
 
-machines/demo-kernel.vmlinuz: $(GUEST)/demo.iso
-	cp $(GUEST)/vmlinuz $@
+machines/demo-kernel.vmlinux: $(GUEST)/demo.iso
+	cp $(GUEST)/vmlinux $@
 
 machines/demo-kernel.initrd: $(GUEST)/demo.iso
 	cp $(GUEST)/initrd.img $@
 
-guest: machines/demo.iso machines/demo-disk.qcow2 machines/demo-kernel.vmlinuz \
+guest: machines/demo.iso machines/demo-disk.qcow2 machines/demo-kernel.vmlinux \
        machines/demo-kernel.initrd
 
 run: deps build guest

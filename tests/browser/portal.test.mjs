@@ -452,8 +452,8 @@ async function main() {
     const passed = [];
     let failed = 0;
     try {
-        if (!fs.existsSync(path.join(MACHINES, `${MACHINE}.conf`)) &&
-            !fs.existsSync(path.join(MACHINES, `${MACHINE}.vmlinuz`)))
+        if (!fs.existsSync(path.join(MACHINES, `${MACHINE}.conf`)) ||
+            !fs.existsSync(path.join(MACHINES, `${MACHINE}.vmlinux`)))
             throw new Error(`${MACHINES} has no ${MACHINE} machine: run \`make guest\` first`);
         if (!fs.existsSync(path.join(ROOT, 'www', 'vendor', 'novnc.js')))
             throw new Error('www/vendor/novnc.js is missing: run `make build`');

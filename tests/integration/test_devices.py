@@ -81,7 +81,7 @@ def guest_ram_from_hugepages_is_reserved_and_given_back():
     before = int(open(nr).read())
     cat = tempfile.mkdtemp(prefix="qd-hcat-", dir="/tmp")
     try:
-        for f in ("demo-kernel.vmlinuz", "demo-kernel.initrd"):  # links out are refused
+        for f in ("demo-kernel.vmlinux", "demo-kernel.initrd"):  # links out are refused
             shutil.copy(os.path.join(os.path.dirname(__file__), "..", "..", "machines", f),
                         os.path.join(cat, f))
         conf = open(os.path.join(os.path.dirname(__file__), "..", "..", "machines",
@@ -107,7 +107,7 @@ def guest_ram_from_hugepages_is_reserved_and_given_back():
 def pinned_vcpus_run_on_their_own_cpu():
     cat = tempfile.mkdtemp(prefix="qd-pcat-", dir="/tmp")
     machines = os.path.join(os.path.dirname(__file__), "..", "..", "machines")
-    for f in ("demo-kernel.vmlinuz", "demo-kernel.initrd"):
+    for f in ("demo-kernel.vmlinux", "demo-kernel.initrd"):
         shutil.copy(os.path.join(machines, f), os.path.join(cat, f))
     conf = open(os.path.join(machines, "demo-kernel.conf")).read()
     with open(os.path.join(cat, "demo-kernel.conf"), "w") as f:

@@ -31,7 +31,7 @@ shutil.copy(os.path.join(CAT, "demo.qcow2"), os.path.join(CAT, "demo-uefi.qcow2"
 with open(os.path.join(CAT, "demo-uefi.conf"), "w") as f:
     f.write("description = the demo disk under OVMF\nfirmware = uefi\nmemory = 512M\n")
 shutil.copy(ISO, os.path.join(CAT, "demo-live.iso"))  # a link out would be refused
-for f in ("demo-kernel.vmlinuz", "demo-kernel.initrd", "demo-kernel.conf"):
+for f in ("demo-kernel.vmlinux", "demo-kernel.initrd", "demo-kernel.conf"):
     shutil.copy(os.path.join(MACHINES, f), os.path.join(CAT, f))
 with open(os.path.join(CAT, "demo.conf"), "w") as f:
     f.write("memory = 512M\n")
