@@ -65,6 +65,7 @@ static const struct key keys[] = {
     NUM("sessions", default_memory_mb, K_MB),
     NUM("sessions", default_lifetime_s, K_DURATION),
     NUM("sessions", min_lifetime_s, K_DURATION),
+    NUM("sessions", keep_ended_s, K_DURATION),
     NUM("sessions", max_lifetime_s, K_DURATION),
     NUM("sessions", min_memory_mb, K_MB),
     NUM("sessions", max_memory_mb, K_MB),
@@ -104,6 +105,7 @@ void config_defaults(struct config *c)
     c->default_memory_mb = 1024;
     c->default_lifetime_s = 4 * 3600;
     c->min_lifetime_s = 60;
+    c->keep_ended_s = 86400;
     c->max_lifetime_s = 7 * 86400;
     c->min_memory_mb = 128;
     c->default_disk_gb = 8;

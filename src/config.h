@@ -58,6 +58,7 @@ struct config {
     uint64_t default_memory_mb;
     uint64_t default_lifetime_s;
     uint64_t min_lifetime_s;
+    uint64_t keep_ended_s; /* ended sessions stay listed this long */
     uint64_t max_lifetime_s;
     uint64_t min_memory_mb;
     uint64_t max_memory_mb; /* 0 = the host's memory */

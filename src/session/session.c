@@ -29,7 +29,7 @@
 
 #define START_TIMEOUT_MS 30000 /* QEMU must answer QMP by then */
 #define START_POLL_MS    20    /* how often to look for the QMP socket */
-#define ENDED_KEEP_S     86400 /* ended sessions stay listed this long */
+#define PURGE_EVERY_MS   3600000
 
 struct qmp_call {
     char id[48];
@@ -55,6 +55,7 @@ struct sessions {
     struct sessions_stats stats;
     void (*observer)(struct session *s, void *arg);
     void *observer_arg;
+    struct loop_timer *purge; /* hourly: forgets sessions that ended a day ago */
 };
 
 static const char *const state_names[SESSION_STATES] = {"creating", "starting", "running",
@@ -146,6 +147,7 @@ const struct spec_host *sessions_host(struct sessions *ss)
 
 static void start_poll(struct loop *l, void *arg);
 static void stop_poll(struct loop *l, void *arg);
+static void forget_ended(struct sessions *ss);
 
 /* Everything a session held is given back; the session becomes ended. */
 static void end_call(struct sessions *ss, struct qmp_call *c, json_t *ret,
@@ -184,6 +186,7 @@ static void finish(struct sessions *ss, struct session *s, enum session_state st
     s->ended_at = now_s();
     if (error && !s->error[0])
         snprintf(s->error, sizeof(s->error), "%s", error);
+    forget_ended(ss); /* this one ends now: it stays */
     if (st == SESSION_FAILED) {
         ss->stats.failures++;
         log_warn("session %s: failed: %s", s->id, s->error);
@@ -413,6 +416,33 @@ static void arm_expiry(struct sessions *ss, struct session *s)
 
 /* ---- the manager ------------------------------------------------------------ */
 
+static void free_session(struct sessions *ss, struct session *s);
+
+/* Forgets sessions that ended more than [sessions] keep_ended_s ago, in memory and
+ * in the store. Nothing refers to them any more: their viewers, timers and QMP
+ * calls ended with them. */
+static void forget_ended(struct sessions *ss)
+{
+    int64_t before = now_s() - (int64_t)ss->cfg->keep_ended_s;
+    for (struct session **p = &ss->list; *p;) {
+        struct session *s = *p;
+        if (!session_state_live(s->state) && s->ended_at && s->ended_at < before) {
+            *p = s->next;
+            free_session(ss, s);
+        } else {
+            p = &s->next;
+        }
+    }
+    store_sessions_purge(ss->store, before);
+}
+
+static void purge(struct loop *l, void *arg)
+{
+    struct sessions *ss = arg;
+    forget_ended(ss);
+    ss->purge = loop_timer_add(l, PURGE_EVERY_MS, purge, ss);
+}
+
 struct sessions *sessions_new(const struct config *cfg, struct loop *loop,
                               struct store *store, char *err, size_t errsz)
 {
@@ -456,6 +486,7 @@ struct sessions *sessions_new(const struct config *cfg, struct loop *loop,
         snprintf(err, errsz, "cannot read the machine catalogue %s", cfg->machines);
         goto fail;
     }
+    ss->purge = loop_timer_add(loop, PURGE_EVERY_MS, purge, ss);
     return ss;
 fail:
     catalog_free(ss->catalog);
@@ -482,6 +513,7 @@ void sessions_free(struct sessions *ss)
 {
     if (!ss)
         return;
+    loop_timer_cancel(ss->loop, ss->purge);
     while (ss->list) {
         struct session *s = ss->list;
         ss->list = s->next;
@@ -677,7 +709,7 @@ static bool is_live(const char *id, void *arg)
 
 int sessions_reconcile(struct sessions *ss)
 {
-    store_sessions_purge(ss->store, now_s() - ENDED_KEEP_S);
+    store_sessions_purge(ss->store, now_s() - (int64_t)ss->cfg->keep_ended_s);
     store_sessions_load(ss->store, reconcile_one, ss);
     alloc_reconcile(ss->store, ss->cfg, is_live, ss);
     int n = 0;

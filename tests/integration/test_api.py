@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import subprocess
+import time
 
 from qdesk import Pool, leftovers, run_tests
 
@@ -229,6 +230,20 @@ def sessions_expire_and_clean_up():
     svc.wait_state(s["id"], "stopped", 40)
     assert "its lifetime ended" in svc.log()
     assert leftovers(svc.state) == []
+
+
+@pool.test
+def ended_sessions_are_forgotten_after_keep_ended_s():
+    svc = service("[sessions]\nkeep_ended_s = 2s\n")
+    a = svc.create(memory_mb=256)
+    svc.api("DELETE", f"/api/v1/sessions/{a['id']}")
+    svc.wait_state(a["id"], "stopped", 40)
+    time.sleep(3)
+    b = svc.create(memory_mb=256)  # the next session to end clears out the old
+    svc.api("DELETE", f"/api/v1/sessions/{b['id']}")
+    svc.wait_state(b["id"], "stopped", 40)
+    assert svc.api("GET", f"/api/v1/sessions/{a['id']}")[0] == 404
+    assert [s["id"] for s in svc.api("GET", "/api/v1/sessions")[1]] == [b["id"]]
 
 
 @pool.test
