@@ -5,6 +5,7 @@
 
 #include <limits.h>
 #include <pci/pci.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -18,6 +19,10 @@ static struct {
     char *usb_text; /* usb.ids, loaded once */
     bool usb_loaded;
 } ids = {IDS_PCI_DEFAULT, IDS_USB_DEFAULT, NULL, NULL, false};
+
+/* libpci's handle and its name cache are one per process: the allocator may look
+ * names up from several threads, so every entry point takes this lock. */
+static pthread_mutex_t ids_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static void pci_quiet(char *msg, ...)
 {
@@ -35,7 +40,7 @@ static void pci_fatal(char *msg, ...)
     exit(1);
 }
 
-void ids_cleanup(void)
+static void cleanup_locked(void)
 {
     if (ids.pacc)
         pci_cleanup(ids.pacc);
@@ -45,13 +50,22 @@ void ids_cleanup(void)
     ids.usb_loaded = false;
 }
 
+void ids_cleanup(void)
+{
+    pthread_mutex_lock(&ids_lock);
+    cleanup_locked();
+    pthread_mutex_unlock(&ids_lock);
+}
+
 void ids_set_files(const char *pci_ids, const char *usb_ids)
 {
-    ids_cleanup();
+    pthread_mutex_lock(&ids_lock);
+    cleanup_locked();
     if (pci_ids)
         snprintf(ids.pci_file, sizeof(ids.pci_file), "%s", pci_ids);
     if (usb_ids)
         snprintf(ids.usb_file, sizeof(ids.usb_file), "%s", usb_ids);
+    pthread_mutex_unlock(&ids_lock);
 }
 
 static struct pci_access *pacc(void)
@@ -77,12 +91,14 @@ void ids_pci(uint16_t vendor, uint16_t device, char *vendor_name, size_t vsz,
 {
     char vbuf[256], dbuf[256];
     const char *v = NULL, *d = NULL;
+    pthread_mutex_lock(&ids_lock);
     struct pci_access *a = pacc();
     if (a) {
         v = pci_lookup_name(a, vbuf, sizeof(vbuf), PCI_LOOKUP_VENDOR | LOOKUP, vendor);
         d = pci_lookup_name(a, dbuf, sizeof(dbuf), PCI_LOOKUP_DEVICE | LOOKUP, vendor,
                             device);
     }
+    pthread_mutex_unlock(&ids_lock);
     snprintf(vendor_name, vsz, "%s", v ? v : "");
     snprintf(device_name, dsz, "%s", d ? d : "");
     if (v && d)
@@ -97,10 +113,12 @@ void ids_pci_class(uint32_t class_code, char *out, size_t outsz)
 {
     char buf[256];
     const char *c = NULL;
+    pthread_mutex_lock(&ids_lock);
     struct pci_access *a = pacc();
     if (a)
         c = pci_lookup_name(a, buf, sizeof(buf), PCI_LOOKUP_CLASS | LOOKUP,
                             (int)(class_code >> 8));
+    pthread_mutex_unlock(&ids_lock);
     if (c)
         snprintf(out, outsz, "%s", c);
     else
@@ -153,6 +171,7 @@ void ids_usb(uint16_t vendor, uint16_t product, char *vendor_name, size_t vsz,
              char *product_name, size_t psz)
 {
     vendor_name[0] = product_name[0] = 0;
+    pthread_mutex_lock(&ids_lock);
     if (!ids.usb_loaded) {
         ids.usb_loaded = true;
         ids.usb_text = fs_read_file(ids.usb_file, 16 << 20, NULL);
@@ -160,7 +179,7 @@ void ids_usb(uint16_t vendor, uint16_t product, char *vendor_name, size_t vsz,
             log_debug("ids: %s cannot be read; USB devices are shown by number",
                       ids.usb_file);
     }
-    if (!ids.usb_text)
-        return;
-    usb_lookup(ids.usb_text, vendor, product, vendor_name, vsz, product_name, psz);
+    if (ids.usb_text)
+        usb_lookup(ids.usb_text, vendor, product, vendor_name, vsz, product_name, psz);
+    pthread_mutex_unlock(&ids_lock);
 }
