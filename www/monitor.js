@@ -45,22 +45,38 @@ function kv(obj) {
     ]));
 }
 
-// Renders any JSON value readably: a list of objects as a table, an object as a
-// list of keys and values. (The GPU inventory arrives in this shape later.)
-function generic(value) {
-    if (Array.isArray(value)) {
-        if (!value.length) return el('p', { class: 'muted' }, 'None.');
-        if (value.every((v) => v && typeof v === 'object' && !Array.isArray(v))) {
-            const keys = [...new Set(value.flatMap(Object.keys))];
-            return el('div', { class: 'table-wrap' }, el('table', { class: 'sessions' },
-                el('thead', {}, el('tr', {}, keys.map((k) => el('th', { scope: 'col' }, keyLabel(k))))),
-                el('tbody', {}, value.map((v) => el('tr', {}, keys.map((k) => el('td', { 'data-label': keyLabel(k) },
-                    fmtValue(v[k]))))))));
-        }
-        return el('p', {}, fmtValue(value));
-    }
-    if (value && typeof value === 'object') return el('div', { class: 'card' }, kv(value));
-    return el('p', {}, fmtValue(value));
+// The host's devices, kind by kind, each unit free, in use (and by which session)
+// or unusable (and why): what /api/v1/host reports from the store's claims.
+const DEVICE_KINDS = [
+    ['gpus', 'GPUs for passthrough'], ['vfs', 'SR-IOV virtual functions'],
+    ['mdev_types', 'Mediated device types'], ['render_nodes', 'Render nodes (virgl)'],
+    ['usb', 'USB devices'],
+];
+
+function unitStatus(u) {
+    if (!u.usable) return el('span', { class: 'muted' }, `unusable: ${u.why || ''}`);
+    if (u.in_use) return el('span', { class: 'state state-running' }, u.session ? `in use by ${u.session}` : 'in use');
+    if (u.capacity > 1) return el('span', { class: 'state state-stopped' }, `${u.capacity} free`);
+    return el('span', { class: 'state state-stopped' }, u.capacity === 0 ? 'shared' : 'free');
+}
+
+function devices(h) {
+    const sections = DEVICE_KINDS.filter(([key]) => Array.isArray(h[key]) && h[key].length)
+        .map(([key, title]) => el('div', {},
+            el('h3', {}, `${title}: ${h[key].filter((u) => u.usable && !u.in_use).length} of ${h[key].length} free`),
+            el('div', { class: 'table-wrap' }, el('table', { class: 'sessions' },
+                el('thead', {}, el('tr', {}, ['Device', 'Id', 'Status'].map((k) => el('th', { scope: 'col' }, k)))),
+                el('tbody', {}, h[key].map((u) => el('tr', {},
+                    el('td', { 'data-label': 'Device' }, u.label),
+                    el('td', { 'data-label': 'Id' }, el('code', {}, u.id)),
+                    el('td', { 'data-label': 'Status' }, unitStatus(u)))))))));
+    const pools = (h.hugepages || []).filter((p) => p.total > 0);
+    if (pools.length)
+        sections.push(el('div', {}, el('h3', {}, 'Hugepages'), el('p', {}, pools.map((p) =>
+            `${p.size_kb >= 1048576 ? '1 GiB' : '2 MiB'}: ${p.free} of ${p.total} free`).join(' · '))));
+    return sections.length ? sections : [el('p', { class: 'muted' },
+        'This host offers no GPU, VF, mediated device, render node or USB device to guests ' +
+        '(qdesk host check tells why).')];
 }
 
 function renderHost(h) {
@@ -70,10 +86,11 @@ function renderHost(h) {
     const states = Object.entries(h.sessions).filter(([, n]) => n > 0);
     const liveCount = LIVE_STATES.reduce((n, s) => n + (h.sessions[s] || 0), 0);
     $('host').replaceChildren(
-        stat('Load', load1 >= 0 ? load1.toFixed(2) : '?',
+        load1 >= 0 ? stat('Load', load1.toFixed(2),
             meter(perCore, 'Load per core', perCore > Math.min(1, h.limits ? h.limits.max_load_per_core : 1)),
             el('p', { class: 'muted' }, `${perCore.toFixed(2)} per core · ${h.cores} cores`),
-            el('p', { class: 'muted' }, `5 min ${h.load[1].toFixed(2)} · 15 min ${h.load[2].toFixed(2)}`)),
+            el('p', { class: 'muted' }, `5 min ${h.load[1].toFixed(2)} · 15 min ${h.load[2].toFixed(2)}`))
+            : stat('Load', '?', el('p', { class: 'muted' }, `unknown · ${h.cores} cores`)),
         stat('Memory', `${fmtMiB(used)} used`,
             meter(used / h.memory_mb, 'Memory used', h.mem_available_mb < h.memory_mb * 0.1),
             el('p', { class: 'muted' }, `${fmtMiB(h.mem_available_mb)} available of ${fmtMiB(h.memory_mb)}`)),
@@ -88,9 +105,8 @@ function renderHost(h) {
                 el('span', { class: `state state-${s}`, style: 'margin-right: 0.35rem' }, `${s} ${n}`)) : 'none yet'),
             el('p', { class: 'muted' }, `${h.viewers} viewer${h.viewers === 1 ? '' : 's'} connected`)),
         h.limits ? el('article', { class: 'card stat' }, el('h3', {}, 'Limits'), kv(h.limits)) : null);
-    const gpus = h.gpus;
-    $('gpus-section').hidden = gpus === undefined;
-    if (gpus !== undefined) $('gpus').replaceChildren(generic(gpus));
+    $('gpus-section').hidden = false;
+    $('gpus').replaceChildren(...devices(h));
 }
 
 /* ---- sessions ---------------------------------------------------------------- */
