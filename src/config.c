@@ -37,6 +37,7 @@ static const struct key keys[] = {
     STR("server", control_socket, NULL),
     STR("server", www, NULL),
     NUM("server", max_body_kb, K_COUNT),
+    STR("server", metrics_token, NULL),
     STR("auth", auth, "none|local|pam"),
     NUM("auth", allow_remote_none, K_BOOL),
     STR("auth", pam_service, NULL),
@@ -55,6 +56,7 @@ static const struct key keys[] = {
     STR("qemu", ovmf_vars, NULL),
     STR("qemu", aavmf_code, NULL),
     STR("qemu", aavmf_vars, NULL),
+    NUM("qemu", start_timeout_s, K_DURATION),
     NUM("qemu", stop_grace_s, K_DURATION),
     STR("qemu", hugetlbfs, NULL),
     NUM("gpu", allow_host_console, K_BOOL),
@@ -98,6 +100,7 @@ void config_defaults(struct config *c)
     snprintf(c->ovmf_vars, sizeof(c->ovmf_vars), "/usr/share/OVMF/OVMF_VARS_4M.fd");
     snprintf(c->aavmf_code, sizeof(c->aavmf_code), "/usr/share/AAVMF/AAVMF_CODE.fd");
     snprintf(c->aavmf_vars, sizeof(c->aavmf_vars), "/usr/share/AAVMF/AAVMF_VARS.fd");
+    c->start_timeout_s = 30;
     c->stop_grace_s = 30;
     snprintf(c->virgl_display, sizeof(c->virgl_display), "egl-headless");
     snprintf(c->hugetlbfs, sizeof(c->hugetlbfs), "/dev/hugepages");

@@ -20,6 +20,7 @@ struct config {
     char control_socket[PATH_MAX]; /* "" = STATE/control.sock */
     char www[PATH_MAX];            /* the portal's files */
     uint64_t max_body_kb;          /* largest request body accepted */
+    char metrics_token[128];       /* bearer token for /metrics from elsewhere */
 
     /* [auth] */
     char auth[16];          /* none | local | pam (and later backends) */
@@ -44,6 +45,7 @@ struct config {
     char ovmf_vars[PATH_MAX];
     char aavmf_code[PATH_MAX];
     char aavmf_vars[PATH_MAX];
+    uint64_t start_timeout_s; /* spawn to QMP answering */
     uint64_t stop_grace_s;    /* powerdown to quit */
     char hugetlbfs[PATH_MAX]; /* where hugetlbfs is mounted */
 

@@ -43,7 +43,7 @@ int service_main(const struct config *cfg_in, int argc, char **argv)
         return 2;
     }
     struct config cfg = *cfg_in;
-    char err[1024], db[PATH_MAX + 16];
+    char err[1024] = "", db[PATH_MAX + 16];
     int rc = 1;
     if (cfg.www[0] != '/') {
         char cwd[PATH_MAX];
@@ -102,8 +102,8 @@ out:
         loop_del_fd(web.loop, sfd);
         close(sfd);
     }
+    wsproxy_free(web.proxy); /* its viewers hand their sockets back to the HTTP layer */
     http_free(web.http);
-    wsproxy_free(web.proxy);
     workq_free(web.work);
     sessions_free(web.sessions);
     store_close(web.store);

@@ -5,8 +5,8 @@ import {
     showError, signedIn, timeLeft, LIVE_STATES,
 } from '/common.js';
 
-const LIFETIMES = [['30 min', 1800], ['1 h', 3600], ['4 h', 14400], ['1 day', 86400]];
-const DEFAULT_LIFETIME = 3600;
+const LIFETIMES = [['30 min', 1800], ['1 h', 3600], ['4 h', 14400], ['1 day', 86400],
+    ['1 week', 604800]];
 const MEMORY_STEPS = [256, 512, 1024, 2048, 3072, 4096, 6144, 8192, 12288, 16384, 24576,
     32768, 49152, 65536, 98304, 131072, 196608, 262144];
 const GPU_LABELS = {
@@ -48,20 +48,48 @@ function field(id, label, control, hint) {
         el('p', { class: 'error', id: id + '-error', role: 'alert', hidden: true }));
 }
 
+function fmtDuration(s) {
+    if (s % 86400 === 0) return `${s / 86400} day${s === 86400 ? '' : 's'}`;
+    if (s % 3600 === 0) return `${s / 3600} h`;
+    return `${Math.round(s / 60)} min`;
+}
+
+// The lifetimes the host allows ([sessions] min/max_lifetime_s), its default first
+// chosen.
+function lifetimeChoices() {
+    const b = host && host.bounds ? host.bounds.lifetime_s : { min: 60, max: 604800, default: 14400 };
+    const options = LIFETIMES.filter(([, s]) => s >= b.min && s <= b.max);
+    if (!options.some(([, s]) => s === b.default)) options.push([fmtDuration(b.default), b.default]);
+    if (!options.some(([, s]) => s === b.max)) options.push([fmtDuration(b.max), b.max]);
+    return { options: options.sort((x, y) => x[1] - y[1]), chosen: b.default };
+}
+
+// What is left of the user's share of the host ([limits] user_*_fraction), if known.
+function yoursLeft() {
+    return host && host.bounds && host.bounds.yours_left ? host.bounds.yours_left : null;
+}
+
 function machineCard(m, i) {
     const p = `m${i}`;
-    const cores = host ? host.cores : (m.cpus || 1);
+    const left = yoursLeft();
+    const cores = host ? host.bounds.cpus.max : (m.cpus || 1);
+    const cpuMax = left ? Math.max(1, Math.min(cores, Math.floor(left.cpus + 1e-9))) : cores;
     const cpuOptions = [];
     if (!m.cpus) cpuOptions.push(['Default', '']);
-    for (let n = 1; n <= Math.max(cores, m.cpus || 1); n++)
+    for (let n = 1; n <= Math.max(cpuMax, m.cpus || 1); n++)
         cpuOptions.push([`${n} CPU${n > 1 ? 's' : ''}`, n]);
 
-    const maxMem = host ? host.memory_mb : 262144;
-    const memSteps = MEMORY_STEPS.filter((mb) => mb <= maxMem);
+    const maxMem = host ? Math.min(host.bounds.memory_mb.max,
+        left ? Math.max(host.bounds.memory_mb.min, left.memory_mb) : Infinity) : 262144;
+    const minMem = host ? host.bounds.memory_mb.min : 0;
+    const memSteps = MEMORY_STEPS.filter((mb) => mb <= maxMem && mb >= minMem);
     if (m.memory_mb && !memSteps.includes(m.memory_mb)) memSteps.push(m.memory_mb);
     memSteps.sort((a, b) => a - b);
     const memOptions = (m.memory_mb ? [] : [['Default', '']])
         .concat(memSteps.map((mb) => [fmtMiB(mb), mb]));
+    const shareHint = left ? `Your share of this host has ${Math.max(0, Math.floor(left.cpus + 1e-9))} ` +
+        `CPU${Math.floor(left.cpus + 1e-9) === 1 ? '' : 's'} and ${fmtMiB(Math.max(0, Math.floor(left.memory_mb)))} left.` : null;
+    const lifetimes = lifetimeChoices();
 
     const gpus = m.gpus && m.gpus.length ? m.gpus : ['none'];
     const controls = {
@@ -79,10 +107,10 @@ function machineCard(m, i) {
         class: 'field segmented', id: `${p}-lifetime_s`, 'aria-describedby': `${p}-lifetime_s-error`,
     },
         el('legend', {}, 'Lifetime'),
-        el('div', { class: 'segments' }, LIFETIMES.map(([label, s]) => el('label', {},
+        el('div', { class: 'segments' }, lifetimes.options.map(([label, s]) => el('label', {},
             el('input', {
                 type: 'radio', name: `${p}-lifetime`, value: s,
-                checked: s === DEFAULT_LIFETIME ? true : null,
+                checked: s === lifetimes.chosen ? true : null,
             }), el('span', {}, label)))),
         el('p', { class: 'error', id: `${p}-lifetime_s-error`, role: 'alert', hidden: true }));
 
@@ -90,7 +118,7 @@ function machineCard(m, i) {
     const options = el('details', { class: 'options' },
         el('summary', {}, 'Options ', summary),
         el('div', { class: 'fields' },
-            field(`${p}-cpus`, 'CPUs', controls.cpus),
+            field(`${p}-cpus`, 'CPUs', controls.cpus, shareHint),
             field(`${p}-memory_mb`, 'Memory', controls.memory_mb),
             lifetime,
             gpus.length > 1 ? field(`${p}-gpu`, 'GPU', controls.gpu) : null,
@@ -112,7 +140,7 @@ function machineCard(m, i) {
         const life = lifetime.querySelector('input:checked');
         const parts = [controls.cpus.value ? controls.cpus.selectedOptions[0].text : 'default CPUs',
             controls.memory_mb.value ? controls.memory_mb.selectedOptions[0].text : 'default memory',
-            LIFETIMES.find(([, s]) => String(s) === life.value)[0]];
+            lifetimes.options.find(([, s]) => String(s) === life.value)[0]];
         if (controls.gpu.value !== 'none') parts.push(GPU_LABELS[controls.gpu.value] || controls.gpu.value);
         if (controls.oneshot.checked) parts.push('one-shot');
         summary.textContent = parts.join(' · ');

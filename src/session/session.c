@@ -27,9 +27,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#define START_TIMEOUT_MS 30000 /* QEMU must answer QMP by then */
-#define START_POLL_MS    20    /* how often to look for the QMP socket */
-#define PURGE_EVERY_MS   3600000
+#define START_POLL_MS  20 /* how often to look for the QMP socket */
+#define PURGE_EVERY_MS 3600000
 
 struct qmp_call {
     char id[48];
@@ -196,13 +195,20 @@ static void finish(struct sessions *ss, struct session *s, enum session_state st
     set_state(ss, s, st);
 }
 
+/* How a stopping session ends: failed when it was stopped because it went wrong
+ * (QEMU never answered), else stopped. */
+static enum session_state stop_outcome(const struct session *s)
+{
+    return s->error[0] ? SESSION_FAILED : SESSION_STOPPED;
+}
+
 /* QEMU has exited: decide whether that was a stop or a failure. */
 static void exited(struct sessions *ss, struct session *s)
 {
     int status = s->vm.exit_status;
     char why[600] = "";
     if (s->state == SESSION_STOPPING) {
-        finish(ss, s, SESSION_STOPPED, NULL);
+        finish(ss, s, stop_outcome(s), NULL);
         return;
     }
     if (s->vm.child && WIFSIGNALED(status)) {
@@ -378,8 +384,9 @@ static void start_poll(struct loop *l, void *arg)
     if (!s->vm.qmp)
         connect_qmp(ss, s);
     if (proc_now_ms() > s->start_deadline) {
-        snprintf(s->error, sizeof(s->error), "QEMU did not answer on QMP within %d s",
-                 START_TIMEOUT_MS / 1000);
+        snprintf(s->error, sizeof(s->error),
+                 "QEMU did not answer on QMP within %llu s ([qemu] start_timeout_s)",
+                 (unsigned long long)ss->cfg->start_timeout_s);
         log_warn("session %s: %s; stopping it", s->id, s->error);
         sessions_stop(ss, s, "it did not start");
         vm_stop_escalate(&s->vm, 0); /* no guest to ask: quit at once */
@@ -665,7 +672,7 @@ struct session *sessions_create(struct sessions *ss, const char *owner,
     s->start_time = s->vm.start_time;
     watch_process(ss, s);
     arm_expiry(ss, s);
-    s->start_deadline = proc_now_ms() + START_TIMEOUT_MS;
+    s->start_deadline = proc_now_ms() + ss->cfg->start_timeout_s * 1000;
     s->poll = loop_timer_add(ss->loop, START_POLL_MS, start_poll, s);
     char life[32];
     units_format_duration((uint64_t)(s->expires_at - s->created_at), life, sizeof(life));
@@ -689,7 +696,7 @@ static void reconcile_one(struct session *s, void *arg)
         log_info("session %s: reattached to pid %d (%s)", s->id, s->pid,
                  session_state_name(s->state));
         arm_expiry(ss, s);
-        s->start_deadline = proc_now_ms() + START_TIMEOUT_MS;
+        s->start_deadline = proc_now_ms() + ss->cfg->start_timeout_s * 1000;
         s->poll = loop_timer_add(ss->loop, 0, start_poll, s);
         /* A one-shot link whose viewer was connected has been used: that viewer's
          * connection died with the old service, so the session ends. */
@@ -697,7 +704,7 @@ static void reconcile_one(struct session *s, void *arg)
             sessions_stop(ss, s, "its one-shot viewer left");
         return;
     }
-    finish(ss, s, s->state == SESSION_STOPPING ? SESSION_STOPPED : SESSION_FAILED,
+    finish(ss, s, s->state == SESSION_STOPPING ? stop_outcome(s) : SESSION_FAILED,
            s->state == SESSION_STOPPING ? NULL : "QEMU ended while the service was down");
 }
 
@@ -770,7 +777,7 @@ int sessions_stop(struct sessions *ss, struct session *s, const char *why)
     s->expiry = s->poll = NULL;
     set_state(ss, s, SESSION_STOPPING);
     if (!vm_alive(&s->vm)) {
-        finish(ss, s, SESSION_STOPPED, NULL);
+        finish(ss, s, stop_outcome(s), NULL);
         return 0;
     }
     vm_stop_escalate(&s->vm, (int)ss->cfg->stop_grace_s * 1000);

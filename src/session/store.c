@@ -115,6 +115,8 @@ static int migrate(struct store *st, char *err, size_t errsz)
 
 struct store *store_open(const char *path, char *err, size_t errsz)
 {
+    if (errsz)
+        err[0] = 0;
     struct store *st = calloc(1, sizeof(*st));
     if (!st) {
         snprintf(err, errsz, "out of memory");
@@ -327,13 +329,16 @@ int store_user_delete(struct store *st, const char *name)
         return -1;
     if (sqlite3_changes(st->db) == 0)
         return 0;
-    /* A deleted user is logged out everywhere. */
-    q = prepare(st, "DELETE FROM logins WHERE user = ?");
-    if (q) {
-        sqlite3_bind_text(q, 1, name, -1, SQLITE_STATIC);
-        finish(st, q);
-    }
-    return 1;
+    return store_user_logout(st, name) < 0 ? -1 : 1; /* logged out everywhere */
+}
+
+int store_user_logout(struct store *st, const char *name)
+{
+    sqlite3_stmt *q = prepare(st, "DELETE FROM logins WHERE user = ?");
+    if (!q)
+        return -1;
+    sqlite3_bind_text(q, 1, name, -1, SQLITE_STATIC);
+    return finish(st, q);
 }
 
 int store_users_list(struct store *st, void (*cb)(const struct store_user *u, void *arg),

@@ -37,8 +37,12 @@ struct store_user {
 /* Returns 1 and fills u when the user exists, 0 when not, -1 on error. */
 int store_user_get(struct store *st, const char *name, struct store_user *u);
 int store_user_put(struct store *st, const struct store_user *u);
-/* Returns 1 when a user was deleted, 0 when there was none, -1 on error. */
+/* Returns 1 when a user was deleted (and logged out), 0 when there was none, -1 on
+ * error. */
 int store_user_delete(struct store *st, const char *name);
+/* Ends every login of the user (a new password, a changed admin flag). Returns 0 or
+ * -1. */
+int store_user_logout(struct store *st, const char *name);
 int store_users_list(struct store *st, void (*cb)(const struct store_user *u, void *arg),
                      void *arg);
 

@@ -6,6 +6,7 @@
 #include "session/admission.h"
 #include "session/alloc.h"
 #include "session/session.h"
+#include "session/store.h"
 #include "util/fs.h"
 #include "util/loop.h"
 #include "web/viewer.h"
@@ -85,6 +86,16 @@ static unsigned refusal_status(enum session_refusal kind)
 
 enum MHD_Result api_healthz(struct http_request *r)
 {
+    /* the loop answers (or this would not run); what else a session needs: */
+    const char *problem = NULL;
+    if (store_schema_version(r->web->store) < 1)
+        problem = "the state database cannot be read";
+    else if (access(r->web->cfg->machines, R_OK | X_OK) < 0)
+        problem = "the machine catalogue directory cannot be read";
+    if (problem)
+        return http_reply_json(
+            r, MHD_HTTP_SERVICE_UNAVAILABLE,
+            json_pack("{s:s, s:s}", "status", "failing", "problem", problem));
     return http_reply_json(r, MHD_HTTP_OK, json_pack("{s:s}", "status", "ok"));
 }
 

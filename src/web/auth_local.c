@@ -115,10 +115,11 @@ static void list_one(const struct store_user *u, void *arg)
 
 static int usage(void)
 {
-    fprintf(stderr, "usage: qdesk user add NAME [--admin] [--password-stdin]\n"
-                    "       qdesk user passwd NAME [--password-stdin]\n"
-                    "       qdesk user del NAME\n"
-                    "       qdesk user list [--json]\n");
+    fprintf(stderr,
+            "usage: qdesk user add NAME [--admin] [--password-stdin]\n"
+            "       qdesk user passwd NAME [--admin|--no-admin] [--password-stdin]\n"
+            "       qdesk user del NAME\n"
+            "       qdesk user list [--json]\n");
     return 2;
 }
 
@@ -127,10 +128,12 @@ int auth_local_main(const struct config *cfg, int argc, char **argv)
     if (argc < 2)
         return usage();
     const char *verb = argv[1], *name = NULL;
-    bool admin = false, from_stdin = false, json = false;
+    bool admin = false, no_admin = false, from_stdin = false, json = false;
     for (int i = 2; i < argc; i++) {
         if (!strcmp(argv[i], "--admin"))
             admin = true;
+        else if (!strcmp(argv[i], "--no-admin"))
+            no_admin = true;
         else if (!strcmp(argv[i], "--password-stdin"))
             from_stdin = true;
         else if (!strcmp(argv[i], "--json"))
@@ -141,7 +144,8 @@ int auth_local_main(const struct config *cfg, int argc, char **argv)
             return usage();
     }
     bool wants_name = strcmp(verb, "list") != 0;
-    if (wants_name != (name != NULL))
+    if (wants_name != (name != NULL) || (admin && no_admin) ||
+        (no_admin && strcmp(verb, "passwd") != 0))
         return usage();
     if (name && !name_ok(name)) {
         fprintf(stderr,
@@ -196,11 +200,13 @@ int auth_local_main(const struct config *cfg, int argc, char **argv)
             if (!exists) {
                 u.admin = admin;
                 u.created_at = (int64_t)time(NULL);
-            } else if (admin) {
-                u.admin = true;
+            } else if (admin || no_admin) {
+                u.admin = admin;
             }
+            /* a new password (or admin flag) ends the user's logins everywhere */
             if (auth_local_hash(password, u.hash, sizeof(u.hash)) < 0 ||
-                store_user_put(st, &u) < 0) {
+                store_user_put(st, &u) < 0 ||
+                (exists && store_user_logout(st, name) < 0)) {
                 fprintf(stderr, "qdesk user: cannot store the password\n");
                 rc = 1;
             }

@@ -11,6 +11,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <pwd.h>
+#include <sodium.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,7 +24,9 @@
 
 typedef enum MHD_Result (*http_handler)(struct http_request *r);
 
-enum access { PUBLIC, USER, ADMIN };
+/* PUBLIC: anyone; USER: logged in; ADMIN: an administrator; SCRAPER: an
+ * administrator, a client on this host, or one with [server] metrics_token. */
+enum access { PUBLIC, USER, ADMIN, SCRAPER };
 
 struct route {
     const char *method;
@@ -33,7 +37,7 @@ struct route {
 
 static const struct route routes[] = {
     {"GET", "/healthz", api_healthz, PUBLIC},
-    {"GET", "/metrics", api_metrics, PUBLIC},
+    {"GET", "/metrics", api_metrics, SCRAPER},
     {"POST", "/api/v1/login", auth_login, PUBLIC},
     {"POST", "/api/v1/logout", auth_logout, PUBLIC},
     {"GET", "/api/v1/me", auth_me, PUBLIC},
@@ -345,8 +349,11 @@ static void identify_control(struct http_request *r)
         return;
     if (cred.uid == 0 || cred.uid == geteuid()) {
         r->who.known = r->who.admin = r->who.via_control = true;
+        struct passwd *pw = getpwuid(cred.uid);
         snprintf(r->who.user, sizeof(r->who.user), "%s",
-                 cred.uid == 0 ? "root" : "qdesk");
+                 pw              ? pw->pw_name
+                 : cred.uid == 0 ? "root"
+                                 : "qdesk");
     }
 }
 
@@ -358,12 +365,27 @@ static void client_address(struct http_request *r)
     if (!ci || !ci->client_addr)
         return;
     const struct sockaddr *sa = ci->client_addr;
-    if (sa->sa_family == AF_INET)
-        inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, r->client,
-                  sizeof(r->client));
-    else if (sa->sa_family == AF_INET6)
-        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, r->client,
-                  sizeof(r->client));
+    if (sa->sa_family == AF_INET) {
+        const struct in_addr *a = &((const struct sockaddr_in *)sa)->sin_addr;
+        inet_ntop(AF_INET, a, r->client, sizeof(r->client));
+        r->loopback = ntohl(a->s_addr) >> 24 == 127;
+    } else if (sa->sa_family == AF_INET6) {
+        const struct in6_addr *a = &((const struct sockaddr_in6 *)sa)->sin6_addr;
+        inet_ntop(AF_INET6, a, r->client, sizeof(r->client));
+        r->loopback =
+            IN6_IS_ADDR_LOOPBACK(a) || (IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127);
+    }
+}
+
+/* A Prometheus scraper elsewhere presents [server] metrics_token as a bearer token. */
+static bool bearer_ok(struct http_request *r)
+{
+    const char *want = r->web->cfg->metrics_token,
+               *auth = http_header(r, "Authorization");
+    if (!want[0] || !auth || strncmp(auth, "Bearer ", 7) != 0)
+        return false;
+    size_t n = strlen(want);
+    return strlen(auth + 7) == n && sodium_memcmp(auth + 7, want, n) == 0;
 }
 
 static enum MHD_Result dispatch(struct http_request *r)
@@ -376,7 +398,12 @@ static enum MHD_Result dispatch(struct http_request *r)
         path_known = true;
         if (strcmp(rt->method, r->method) != 0)
             continue;
-        if (rt->access != PUBLIC && !r->who.known)
+        if (rt->access == SCRAPER && !r->who.admin && !r->loopback && !bearer_ok(r))
+            return http_reply_error(r, MHD_HTTP_UNAUTHORIZED, "unauthorized",
+                                    "metrics are for administrators, clients on this "
+                                    "host, and scrapers that send \"Authorization: "
+                                    "Bearer\" with [server] metrics_token");
+        if (rt->access != PUBLIC && rt->access != SCRAPER && !r->who.known)
             return http_reply_error(r, MHD_HTTP_UNAUTHORIZED, "unauthorized",
                                     "log in first (POST /api/v1/login)");
         if (rt->access == ADMIN && !r->who.admin)

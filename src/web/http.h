@@ -35,6 +35,7 @@ struct web {
     struct workq *work;
     struct http *http;
     struct auth *auth;
+    struct viewer_conn *viewers; /* upgraded display connections (viewer.c) */
     uint64_t started_ms;
     bool stopping; /* the service is shutting down: viewers leaving end nothing */
 };
@@ -60,6 +61,7 @@ struct http_request {
     bool body_too_large;
     struct identity who;
     char client[64]; /* the client's address */
+    bool loopback;   /* ... which is on this host */
     bool tls;
     bool control; /* arrived on the control socket */
 

@@ -10,23 +10,37 @@
 #include <string.h>
 #include <strings.h>
 
-/* One WebSocket viewer: libmicrohttpd's handle for its upgraded socket. */
+/* One WebSocket viewer, admitted to its session when its Upgrade request was
+ * answered. Two parties hold it: the HTTP request (until libmicrohttpd completes
+ * it) and, once upgraded, the display proxy (until the viewer leaves); whichever
+ * lets go last frees it. A request that completes without an upgrade (the browser
+ * went away before the 101 reached it) gives the admission back. */
 struct viewer_conn {
     int fd;
     struct MHD_UpgradeResponseHandle *urh;
     struct web *web;
     struct session *session;
     bool view_only;
+    bool upgraded;     /* the proxy carries it: on_viewer_closed() will run */
+    bool closed;       /* ... and has run */
+    bool request_done; /* libmicrohttpd has completed the HTTP request */
     struct viewer_conn *next;
 };
-
-static struct viewer_conn *conns;
 
 static void on_session_change(struct session *s, void *arg)
 {
     struct web *web = arg;
-    if (s->state != SESSION_RUNNING && s->viewers > 0)
-        wsproxy_close_ctx(web->proxy, s, "the session has ended");
+    if (s->state == SESSION_RUNNING)
+        return;
+    /* each close takes a viewer off the list: start over after one */
+    for (struct viewer_conn *c = web->viewers; c;) {
+        if (c->session == s) {
+            wsproxy_close_ctx(web->proxy, c, "the session has ended");
+            c = web->viewers;
+        } else {
+            c = c->next;
+        }
+    }
 }
 
 void viewer_init(struct web *web)
@@ -135,22 +149,45 @@ enum MHD_Result viewer_qr(struct http_request *r)
     return rc;
 }
 
+/* The viewer's admission ends: its session may end with it (a one-shot link). */
+static void leave(struct viewer_conn *c)
+{
+    if (!c->web->stopping)
+        sessions_viewer_closed(c->web->sessions, c->session);
+}
+
+/* r->job_free of the Upgrade request. */
+static void on_request_done(void *job)
+{
+    struct viewer_conn *c = job;
+    c->request_done = true;
+    if (!c->upgraded) {
+        log_info("session %s: a viewer went away before its connection was upgraded",
+                 c->session->id);
+        leave(c);
+        free(c);
+    } else if (c->closed) {
+        free(c);
+    }
+}
+
+/* The proxy's on_close: ctx is the viewer_conn. */
 static void on_viewer_closed(void *ctx, int fd, const char *reason)
 {
-    struct session *s = ctx;
-    for (struct viewer_conn **p = &conns; *p; p = &(*p)->next) {
-        struct viewer_conn *c = *p;
-        if (c->fd != fd || c->session != s)
-            continue;
-        *p = c->next;
-        log_info("session %s: %s viewer left (%s)", s->id,
-                 c->view_only ? "view-only" : "control", reason);
-        MHD_upgrade_action(c->urh, MHD_UPGRADE_ACTION_CLOSE);
-        if (!c->web->stopping)
-            sessions_viewer_closed(c->web->sessions, s);
+    struct viewer_conn *c = ctx;
+    (void)fd;
+    for (struct viewer_conn **p = &c->web->viewers; *p; p = &(*p)->next)
+        if (*p == c) {
+            *p = c->next;
+            break;
+        }
+    log_info("session %s: %s viewer left (%s)", c->session->id,
+             c->view_only ? "view-only" : "control", reason);
+    MHD_upgrade_action(c->urh, MHD_UPGRADE_ACTION_CLOSE);
+    c->closed = true;
+    leave(c);
+    if (c->request_done)
         free(c);
-        return;
-    }
 }
 
 static void on_upgraded(void *cls, struct MHD_Connection *con, void *req_cls,
@@ -164,18 +201,17 @@ static void on_upgraded(void *cls, struct MHD_Connection *con, void *req_cls,
     char vnc[PATH_MAX + 32], err[256];
     c->fd = sock;
     c->urh = urh;
-    c->next = conns;
-    conns = c;
+    c->upgraded = true;
+    c->next = c->web->viewers;
+    c->web->viewers = c;
     sessions_vnc_path(s, vnc, sizeof(vnc));
     if (wsproxy_attach(c->web->proxy, sock, extra_in, extra_len, vnc, c->view_only,
-                       on_viewer_closed, s, err, sizeof(err)) < 0) {
-        log_warn("session %s: viewer not attached: %s", s->id, err);
-        on_viewer_closed(s, sock, err);
+                       on_viewer_closed, c, err, sizeof(err)) < 0) {
+        on_viewer_closed(c, sock, err);
         return;
     }
-    log_info("session %s: %s viewer connected from %s", s->id,
-             c->view_only ? "view-only" : "control",
-             c->view_only ? "a view link" : "the control link");
+    log_info("session %s: %s viewer connected", s->id,
+             c->view_only ? "view-only" : "control");
 }
 
 enum MHD_Result viewer_websocket(struct http_request *r)
@@ -220,6 +256,8 @@ enum MHD_Result viewer_websocket(struct http_request *r)
     c->web = r->web;
     c->session = s;
     c->view_only = view_only;
+    r->job = c;
+    r->job_free = on_request_done;
     http_add_header(resp, MHD_HTTP_HEADER_UPGRADE, "websocket");
     http_add_header(resp, "Sec-WebSocket-Accept", acc.accept);
     if (acc.protocol)

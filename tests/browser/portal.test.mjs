@@ -89,7 +89,7 @@ class Service {
             '[server]', `listen = 127.0.0.1:${this.port}`, `www = ${path.join(ROOT, 'www')}`,
             '[auth]', 'auth = local',
             '[paths]', `machines = ${MACHINES}`, `state = ${this.state}`,
-            '[qemu]', 'stop_grace_s = 10s',
+            '[qemu]', 'stop_grace_s = 10s', '[sessions]', 'max_lifetime_s = 2d',
             '[limits]', 'max_load_per_core = 100', 'min_mem_available_mb = 64M',
             'max_sessions_per_user = 8', 'user_memory_fraction = 0.9', ''].join('\n'));
         for (const [u, admin] of [[USER, false], [ADMIN, true]]) {
@@ -169,11 +169,22 @@ function watch(page, label) {
     return page;
 }
 
+// Keeps a screenshot as a test artifact; a picture that could not be taken fails
+// the check.
 async function shot(page, name, fullPage = false) {
     fs.mkdirSync(ARTIFACTS, { recursive: true });
     const file = path.join(ARTIFACTS, `${name}.png`);
-    await page.screenshot({ path: file, fullPage }).catch((e) => diag(`screenshot ${name}: ${e.message}`));
+    await page.screenshot({ path: file, fullPage });
+    const head = fs.readFileSync(file).subarray(0, 8);
+    assert(head.equals(Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a])) &&
+        fs.statSync(file).size > 2000, `the screenshot ${file} is not a picture`);
     return file;
+}
+
+// The page fits a phone's width: nothing scrolls sideways.
+async function fitsWidth(page, width) {
+    const wide = await page.evaluate(() => document.documentElement.scrollWidth);
+    assert(wide <= width, `the page scrolls sideways (${wide} px wide on a ${width} px screen)`);
 }
 
 // What the viewer's canvas shows: how many distinct colours a sample holds, and the
@@ -246,6 +257,14 @@ check(`signing in shows the machine list with ${MACHINE} and its description`, a
     const desc = (await card.locator('.desc').textContent()).trim();
     assert(desc === (m.description || 'No description.'), `the card says "${desc}", the catalogue "${m.description}"`);
     assert(await portal.locator('.who').textContent().then((t) => t.includes(USER.name)), 'the header does not name the user');
+    // the lifetimes are the host's: its default ([sessions] default_lifetime_s = 4h)
+    // chosen, nothing beyond max_lifetime_s (2d here)
+    await card.locator('summary').click();
+    const lifetimes = await card.locator('fieldset input[type=radio]').evaluateAll((rs) =>
+        rs.map((r) => [r.parentElement.textContent, r.checked]));
+    assert(JSON.stringify(lifetimes) === JSON.stringify([['30 min', false], ['1 h', false],
+        ['4 h', true], ['1 day', false], ['2 days', false]]), `the lifetimes offered are ${JSON.stringify(lifetimes)}`);
+    await card.locator('summary').click();
     await shot(portal, '02-machines', true);
 }, [0]);
 
@@ -435,6 +454,50 @@ check('the open viewers say that the desktop has ended', async () => {
     }
 }, [11]);
 
+check('the portal and the monitor fit a phone-size screen', async () => {
+    const phone = { viewport: { width: 360, height: 740 }, isMobile: true, hasTouch: true };
+    for (const [ctx, where, what] of [[userCtx, '/', `#machine-${MACHINE} button[type=submit]`],
+        [adminCtx, '/monitor', '#host .stat']]) {
+        const small = await browser.newContext({ ...phone, storageState: await ctx.storageState() });
+        const page = watch(await small.newPage(), `${where} on a phone`);
+        await page.goto(svc.base + where);
+        await page.locator(what).first().waitFor({ timeout: 10000 });
+        await fitsWidth(page, 360);
+        const box = await page.locator(what).first().boundingBox();
+        assert(box.x >= 0 && box.x + box.width <= 360, `${what} sticks out of the screen at ${where}`);
+        await shot(page, `09-phone${where === '/' ? '-portal' : where.replace('/', '-')}`, true);
+        await small.close();
+    }
+}, [1, 10]);
+
+check('the monitor stops one session, then all of them', async () => {
+    const started = [1, 2].map(() => {
+        const out = svc.qdesk(['start', MACHINE, '--memory', '256M', '--json']);
+        assert(out.status === 0, `qdesk start: ${out.stderr}`);
+        return JSON.parse(out.stdout);
+    });
+    const rowOf = (s) => monitor.locator(`tr[data-id="${s.id}"]`);
+    await eventually(async () => (await Promise.all(started.map((s) => rowOf(s).locator('td').allTextContents())))
+        .every((cells) => cells.some((c) => c.startsWith('running'))), 60000, 'both sessions to run in the monitor');
+    await rowOf(started[0]).getByRole('button', { name: /^Stop / }).click();
+    await monitor.getByRole('dialog').getByRole('button', { name: 'Stop' }).click();
+    await eventually(async () => (await apiGet(monitor, `/api/v1/sessions/${started[0].id}`)).state === 'stopped',
+        60000, 'the first session to stop');
+    assert((await apiGet(monitor, `/api/v1/sessions/${started[1].id}`)).state === 'running',
+        'stopping one session stopped another');
+    await monitor.getByRole('button', { name: 'Stop all…' }).click();
+    const dialog = monitor.getByRole('dialog');
+    assert(/Stop all 1 session\?/.test(await dialog.textContent()), 'the dialog does not count one live session');
+    await dialog.getByRole('button', { name: 'Stop all' }).click();
+    await eventually(async () => (await apiGet(monitor, `/api/v1/sessions/${started[1].id}`)).state === 'stopped',
+        60000, 'the second session to stop');
+    // ended sessions leave the list (unless "show ended" is ticked); nothing is left to stop
+    await eventually(async () => await rowOf(started[1]).count() === 0 &&
+        await monitor.getByRole('button', { name: 'Stop all…' }).isDisabled(), 15000,
+    'the monitor to drop the stopped session and disable Stop all');
+    await shot(monitor, '10-monitor-stopped-all', true);
+}, [10]);
+
 check('no page raised a JavaScript error', async () => {
     assert(pageErrors.length === 0, pageErrors.join('\n'));
 });
@@ -493,7 +556,7 @@ async function main() {
             failed++;
             diag(e.stack || e.message);
             for (const [p, n] of [[portal, 'portal'], [viewer, 'viewer'], [viewOnly, 'view-only'], [monitor, 'monitor']])
-                if (p && !p.isClosed()) await shot(p, `failed-${i + 1}-${n}`);
+                if (p && !p.isClosed()) await shot(p, `failed-${i + 1}-${n}`).catch((err) => diag(err.message));
             const log = svc.log().trim().split('\n').slice(-15);
             diag(`service log (last lines):\n${log.join('\n')}`);
             console.log(`not ok ${i + 1} - ${c.name}`);

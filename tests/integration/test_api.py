@@ -2,10 +2,13 @@
 """The JSON API against a real `qdesk serve` and the demo guest: the life of a
 session, validation errors, admission refusals, accounts, ownership, CSRF, login
 limits, expiry, a VM that dies, and the metrics that report all of it."""
+import http.client
 import json
 import os
+import shutil
 import signal
 import subprocess
+import tempfile
 import time
 
 from qdesk import Pool, leftovers, run_tests
@@ -118,6 +121,33 @@ def admission_refuses_politely_before_any_work():
         assert leftovers(s.state) == []
 
 
+@pool.test
+def each_user_gets_a_share_of_the_cores_and_memory():
+    cores = os.cpu_count()
+    mem_mb = next(int(line.split()[1]) // 1024 for line in open("/proc/meminfo")
+                  if line.startswith("MemTotal:"))
+    # each user may hold one core and 400 MiB of this host
+    svc = service(f"[limits]\nuser_cpu_fraction = {1 / cores:.6f}\n"
+                  f"user_memory_fraction = {400 / mem_mb:.6f}\n")
+    a = svc.create(cpus=1, memory_mb=256)
+    status, out = svc.api("POST", "/api/v1/sessions",
+                          {"machine": "demo-kernel", "cpus": 1, "memory_mb": 128})
+    assert status == 503 and out["error"]["code"] == "user_cpu_fraction", out
+    assert f"would hold 2 of this host's {cores} cores" in out["error"]["message"], out
+    svc.api("DELETE", f"/api/v1/sessions/{a['id']}")
+    svc.wait_state(a["id"], "stopped", 30)
+    status, out = svc.api("POST", "/api/v1/sessions",
+                          {"machine": "demo-kernel", "cpus": 1, "memory_mb": 512})
+    assert status == 503 and out["error"]["code"] == "user_memory_fraction", out
+    assert "would hold 512 MiB" in out["error"]["message"] and \
+        "allows 400 MiB" in out["error"]["message"], out
+    status, metrics = svc.get("/metrics")
+    for reason in ("user_cpu_fraction", "user_memory_fraction"):
+        assert f'qdesk_session_refusals_total{{reason="{reason}"}} 1'.encode() in metrics
+    assert leftovers(svc.state) == []
+    svc.create(cpus=1, memory_mb=384)  # within both shares
+
+
 def local_accounts(svc):
     for name, admin in (("alice", False), ("bob", False), ("carol", True)):
         args = ["user", "add", name, "--password-stdin"] + (["--admin"] if admin else [])
@@ -149,6 +179,37 @@ def users_see_and_touch_only_their_own_sessions():
     # logging out ends the cookie
     assert svc.api("POST", "/api/v1/logout", login=alice)[0] == 200
     assert svc.api("GET", "/api/v1/sessions", login=alice)[0] == 401
+
+
+@pool.test
+def a_new_password_or_admin_flag_ends_the_users_logins():
+    svc = service("[auth]\nauth = local\n", name="pw", start=False)
+    local_accounts(svc)
+    svc.start()
+    carol = svc.login("carol", "carol-password")
+    assert svc.api("GET", "/api/v1/me", login=carol)[1]["admin"] is True
+    out = svc.qdesk("user", "passwd", "carol", "--no-admin", "--password-stdin",
+                    input="carol-password-2\n")
+    assert out.returncode == 0, out.stderr
+    assert svc.api("GET", "/api/v1/sessions", login=carol)[0] == 401, "the old login lives"
+    carol = svc.login("carol", "carol-password-2")
+    assert svc.api("GET", "/api/v1/me", login=carol)[1]["admin"] is False
+    assert svc.api("DELETE", "/api/v1/sessions", login=carol)[0] == 403
+    users = json.loads(svc.qdesk("user", "list", "--json").stdout)
+    assert {u["name"]: u["admin"] for u in users} == {"alice": False, "bob": False,
+                                                     "carol": False}, users
+
+
+@pool.test
+def an_administrator_stops_every_session_at_once():
+    svc = service()
+    a, b = svc.create(memory_mb=256), svc.create(memory_mb=256)
+    status, out = svc.api("DELETE", "/api/v1/sessions")
+    assert status == 200 and out["stopping"] == 2, out
+    for s in (a, b):
+        svc.wait_state(s["id"], "stopped", 40)
+    assert leftovers(svc.state) == []
+    assert svc.log().count("stopping: an administrator stopped all sessions") == 2
 
 
 @pool.test
@@ -257,6 +318,76 @@ def a_vm_that_dies_is_marked_failed_and_freed():
     assert leftovers(svc.state) == []
     status, metrics = svc.get("/metrics")
     assert b"qdesk_session_failures_total 1" in metrics, metrics
+
+
+@pool.test
+def a_qemu_that_never_answers_fails_the_session():
+    svc = service(name="hung", start=False)
+    hung = os.path.join(svc.dir, "hung-qemu")
+    with open(hung, "w") as f:  # a QEMU that hangs before it opens its QMP socket
+        f.write("#!/bin/sh\nkill -STOP $$\nexec /usr/bin/qemu-system-x86_64 \"$@\"\n")
+    os.chmod(hung, 0o755)
+    with open(svc.conf, "a") as f:
+        f.write(f"[qemu]\nqemu_x86_64 = {hung}\nstart_timeout_s = 2s\n")
+    svc.start()
+    s = svc.create()
+    failed = svc.wait_state(s["id"], "failed", 30)
+    assert "did not answer on QMP within 2 s" in failed["error"], failed
+    assert leftovers(svc.state) == []
+    status, metrics = svc.get("/metrics")
+    assert b"qdesk_session_failures_total 1" in metrics, metrics
+    assert subprocess.run(["pgrep", "-f", hung], capture_output=True).returncode == 1
+
+
+@pool.test
+def metrics_answer_admins_this_host_and_scrapers_with_the_token():
+    addr, link = "198.18.7.1", "qdmetrics0"
+    subprocess.run(["ip", "link", "del", link], capture_output=True)
+    subprocess.run(["ip", "link", "add", link, "type", "bridge"], check=True)
+    try:
+        subprocess.run(["ip", "addr", "add", f"{addr}/32", "dev", link], check=True)
+        subprocess.run(["ip", "link", "set", link, "up"], check=True)
+        svc = service("[auth]\nauth = local\n[server]\nmetrics_token = scrape-me-please\n",
+                      name="metrics", start=False)
+        with open(svc.conf, "a") as f:
+            f.write(f"[server]\nlisten = 0.0.0.0:{svc.port}\n")
+        local_accounts(svc)
+        svc.start()
+
+        def scrape(headers):  # from an address that is not this host's loopback
+            conn = http.client.HTTPConnection(addr, svc.port, timeout=10,
+                                              source_address=(addr, 0))
+            conn.request("GET", "/metrics", headers=headers)
+            resp = conn.getresponse()
+            return resp.status, resp.read()
+
+        status, body = scrape({})
+        assert status == 401 and b"metrics_token" in body, body
+        assert scrape({"Authorization": "Bearer scrape-me-not"})[0] == 401
+        status, body = scrape({"Authorization": "Bearer scrape-me-please"})
+        assert status == 200 and b"qdesk_sessions{" in body, body
+        carol, alice = svc.login("carol", "carol-password"), svc.login("alice", "alice-password")
+        assert scrape({"Cookie": carol.cookie})[0] == 200  # an administrator
+        assert scrape({"Cookie": alice.cookie})[0] == 401
+        assert svc.get("/metrics")[0] == 200  # on this host
+    finally:
+        subprocess.run(["ip", "link", "del", link], capture_output=True)
+
+
+@pool.test
+def health_fails_when_the_catalogue_cannot_be_read():
+    cat = tempfile.mkdtemp(prefix="qd-cat-", dir="/tmp")
+    try:
+        svc = service(machines=cat, name="health")
+        assert svc.get("/healthz")[0] == 200
+        os.rename(cat, cat + ".away")
+        status, body = svc.get("/healthz")
+        assert status == 503 and b"catalogue" in body, body
+        os.rename(cat + ".away", cat)
+        assert svc.get("/healthz")[0] == 200
+    finally:
+        shutil.rmtree(cat, ignore_errors=True)
+        shutil.rmtree(cat + ".away", ignore_errors=True)
 
 
 @pool.test

@@ -4,6 +4,7 @@
 #include "util/fs.h"
 
 #include <limits.h>
+#include <sqlite3.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -146,12 +147,78 @@ static void users_and_logins(void **state)
     store_close(st);
 }
 
+/* Runs one SQL statement on the database file behind the store's back and returns
+ * the first column of its first row (or ""). */
+static void sql(const char *statement, char *out, size_t outsz)
+{
+    sqlite3 *h;
+    sqlite3_stmt *q;
+    out[0] = 0;
+    assert_int_equal(sqlite3_open(db, &h), SQLITE_OK);
+    assert_int_equal(sqlite3_prepare_v2(h, statement, -1, &q, NULL), SQLITE_OK);
+    if (sqlite3_step(q) == SQLITE_ROW && sqlite3_column_text(q, 0))
+        snprintf(out, outsz, "%s", (const char *)sqlite3_column_text(q, 0));
+    sqlite3_finalize(q);
+    sqlite3_close(h);
+}
+
+static void database_is_wal_and_refuses_a_newer_schema(void **state)
+{
+    (void)state;
+    char err[256], got[64];
+    struct store *st = store_open(db, err, sizeof(err));
+    assert_non_null(st);
+    store_close(st);
+    /* WAL: a killed service loses no committed write, readers never block it */
+    sql("PRAGMA journal_mode", got, sizeof(got));
+    assert_string_equal(got, "wal");
+    sql("SELECT group_concat(name) FROM (SELECT name FROM sqlite_master WHERE type = "
+        "'table' ORDER BY name)",
+        got, sizeof(got));
+    assert_string_equal(got, "allocations,logins,sessions,users");
+
+    /* a database from a newer qdesk is left alone, with a message saying so */
+    sql("PRAGMA user_version = 99", got, sizeof(got));
+    assert_null(store_open(db, err, sizeof(err)));
+    assert_string_equal(err,
+                        "the state database has schema 99, newer than this qdesk (1)");
+    sql("PRAGMA user_version", got, sizeof(got));
+    assert_string_equal(got, "99");
+}
+
+static void logging_a_user_out_ends_every_login(void **state)
+{
+    (void)state;
+    char err[256];
+    struct store *st = store_open(db, err, sizeof(err));
+    struct store_login l = {.expires_at = 1000};
+    snprintf(l.user, sizeof(l.user), "dave");
+    snprintf(l.csrf, sizeof(l.csrf), "csrf");
+    snprintf(l.token_hash, sizeof(l.token_hash), "one");
+    assert_int_equal(store_login_put(st, &l), 0);
+    snprintf(l.token_hash, sizeof(l.token_hash), "two");
+    assert_int_equal(store_login_put(st, &l), 0);
+    snprintf(l.user, sizeof(l.user), "erin");
+    snprintf(l.token_hash, sizeof(l.token_hash), "three");
+    assert_int_equal(store_login_put(st, &l), 0);
+
+    assert_int_equal(store_user_logout(st, "dave"), 0);
+    struct store_login got;
+    assert_int_equal(store_login_get(st, "one", 1, &got), 0);
+    assert_int_equal(store_login_get(st, "two", 1, &got), 0);
+    assert_int_equal(store_login_get(st, "three", 1, &got), 1); /* only dave's */
+    store_close(st);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(sessions_round_trip),
         cmocka_unit_test(allocations_are_exclusive),
         cmocka_unit_test(users_and_logins),
+        cmocka_unit_test(logging_a_user_out_ends_every_login),
+        cmocka_unit_test(
+            database_is_wal_and_refuses_a_newer_schema), /* leaves it at 99 */
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
