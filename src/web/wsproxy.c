@@ -292,13 +292,13 @@ static void queue_close(struct viewer *v, uint16_t code, const char *text)
 }
 
 /* Closes the viewer's stream for an error: the browser gets close code with text
- * (after the frame in flight), nothing more is forwarded either way. */
+ * (after the frame in flight), nothing more is forwarded either way. The owner
+ * reports the reason when on_close tells it. */
 static void fail_viewer(struct viewer *v, uint16_t code, const char *text)
 {
     if (!v->failed && !v->close_queued) {
         v->failed = true;
         v->p->stats.viewers_failed++;
-        log_info("display: viewer %lu: %s", v->id, text);
     }
     set_reason(v, "%s", text);
     v->data_closed = true;
@@ -931,9 +931,7 @@ static void connect_vnc(struct viewer *v)
         if (v->connect_timer)
             return;
     }
-    log_warn("display: viewer %lu: cannot connect to %s: %s", v->id, v->vnc_path,
-             strerror(e));
-    set_reason(v, "VM display unavailable: %s", strerror(e));
+    set_reason(v, "VM display %s unavailable: %s", v->vnc_path, strerror(e));
     v->vnc_eof = true;
     fail_viewer(v, 1011, "VM display unavailable");
 }
