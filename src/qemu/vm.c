@@ -281,14 +281,14 @@ void vm_stop_escalate(struct vm *vm, int grace_ms)
         __attribute__((fallthrough));
     case VM_STOP_POWERDOWN:
         vm->stop_phase = VM_STOP_QUIT;
-        vm->stop_deadline = now + 5000;
+        vm->stop_deadline = now + VM_QUIT_TIMEOUT_MS;
         if (vm->qmp && qmp_send(vm->qmp, "quit", NULL, NULL, 0) == 0)
             return;
         __attribute__((fallthrough));
     case VM_STOP_QUIT:
     case VM_STOP_KILL:
         vm->stop_phase = VM_STOP_KILL;
-        vm->stop_deadline = now + 5000;
+        vm->stop_deadline = now + VM_QUIT_TIMEOUT_MS;
         kill_vm(vm);
         return;
     }

@@ -1,8 +1,9 @@
 #!/usr/bin/python3
 """The VM engine with real QEMU and the demo guest: every image format boots to its
-desktop, with SeaBIOS and with OVMF; `qdesk run` stops cleanly on Ctrl-C, notices a
-QEMU that was killed, refuses what is missing with a clear error, and leaves
-nothing behind in its run directories."""
+desktop, with SeaBIOS and with OVMF; `qdesk run` stops cleanly on Ctrl-C, goes on to
+"quit" and SIGKILL when the guest or QEMU does not listen, stops when nobody reads its
+console, notices a QEMU that was killed, refuses what is missing with a clear error,
+and leaves nothing behind in its run directories."""
 import os
 import pwd
 import re
@@ -26,6 +27,13 @@ FORMATS = {"qcow2": "qcow2", "raw": "raw", "vmdk": "vmdk", "vdi": "vdi", "vhdx":
 for ext, fmt in FORMATS.items():
     subprocess.run(["qemu-img", "convert", "-O", fmt, ISO, os.path.join(CAT, f"demo.{ext}"
                     if ext == "qcow2" else f"demo-{ext}.{ext}")], check=True)
+# The demo kernel with ACPI off: the guest never sees the power button, so a stop
+# must go on to "quit".
+with open(os.path.join(MACHINES, "demo-kernel.conf")) as f:
+    APPEND = next(l.split("=", 1)[1].strip() for l in f if l.startswith("append"))
+with open(os.path.join(CAT, "demo-noacpi.conf"), "w") as f:
+    f.write("kernel = demo-kernel.vmlinux\ninitrd = demo-kernel.initrd\nmemory = 256M\n"
+            f"append = {APPEND} acpi=off\n")
 # The same disk again, booted with UEFI.
 shutil.copy(os.path.join(CAT, "demo.qcow2"), os.path.join(CAT, "demo-uefi.qcow2"))
 with open(os.path.join(CAT, "demo-uefi.conf"), "w") as f:
@@ -37,56 +45,91 @@ with open(os.path.join(CAT, "demo.conf"), "w") as f:
     f.write("memory = 512M\n")
 
 
-def config(extra=""):
+def config(extra="", grace="15s"):
     """A config with a state directory of its own; returns (path, state dir)."""
     d = tempfile.mkdtemp(prefix="run-", dir=WORK)
     os.chmod(d, 0o755)
     path = os.path.join(d, "qdesk.conf")
     with open(path, "w") as f:
         f.write(f"[paths]\nmachines = {CAT}\nstate = {d}/state\n"
-                f"[qemu]\nstop_grace_s = 15s\n{extra}")
+                f"[qemu]\nstop_grace_s = {grace}\n{extra}")
     return path, os.path.join(d, "state")
 
 
-class Run:
-    """`qdesk run MACHINE` in the foreground, its console read line by line."""
+class Stream:
+    """One output of a process, read line by line without blocking."""
 
-    def __init__(self, machine, *opts, extra=""):
-        self.conf, self.state = config(extra)
+    def __init__(self, pipe):
+        self.pipe, self.lines, self.buf = pipe, [], ""
+
+    def read(self, timeout):
+        """Adds what arrives within timeout to lines; returns False at the end."""
+        ready, _, _ = select.select([self.pipe.fileno()], [], [], timeout)
+        if not ready:
+            return True
+        chunk = os.read(self.pipe.fileno(), 65536)
+        self.buf += chunk.decode(errors="replace").replace("\r", "")
+        *done, self.buf = self.buf.split("\n")
+        self.lines += done
+        return bool(chunk)
+
+    def rest(self):
+        """Reads to the end (the process has exited)."""
+        while self.read(1):
+            pass
+        if self.buf:
+            self.lines.append(self.buf)
+            self.buf = ""
+
+
+class Run:
+    """`qdesk run MACHINE` in the foreground, its console (standard output) and its
+    messages (standard error) read line by line."""
+
+    def __init__(self, machine, *opts, extra="", grace="15s"):
+        self.conf, self.state = config(extra, grace)
         self.proc = subprocess.Popen([QDESK, "-c", self.conf, "run", machine, *opts],
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         self.started = time.monotonic()
-        self.lines = []
-        self.buf = ""
+        self.out, self.err = Stream(self.proc.stdout), Stream(self.proc.stderr)
+        self.lines = self.out.lines
+
+    def _wait(self, stream, pattern, timeout):
+        rx = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        seen = 0
+        while time.monotonic() < deadline:
+            more = stream.read(0.1)
+            for line in stream.lines[seen:]:
+                if rx.search(line):
+                    return time.monotonic() - self.started
+            seen = len(stream.lines)
+            if not more:
+                break  # qdesk run ended
+        self.err.read(0)
+        raise AssertionError(f"no /{pattern}/ within {timeout}s; console tail: "
+                             f"{self.lines[-10:]}; qdesk said: {self.err.lines}")
 
     def wait_line(self, pattern, timeout=30):
         """Reads the console until a line matches; returns the seconds since start."""
-        rx = re.compile(pattern)
-        deadline = time.monotonic() + timeout
-        fd = self.proc.stdout.fileno()
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([fd], [], [], 0.1)
-            chunk = os.read(fd, 65536) if ready else b""
-            if ready and not chunk:
-                self.proc.wait(timeout=10)  # qdesk run ended
-                break
-            self.buf += chunk.decode(errors="replace").replace("\r", "")
-            *done, self.buf = self.buf.split("\n")
-            for line in done:
-                self.lines.append(line)
-                if rx.search(line):
-                    return time.monotonic() - self.started
-        err = ""
-        if self.proc.poll() is not None:
-            err = self.proc.stderr.read().decode(errors="replace")
-        raise AssertionError(f"no /{pattern}/ within {timeout}s; console tail: "
-                             f"{self.lines[-10:]}; qdesk said: {err}")
+        return self._wait(self.out, pattern, timeout)
+
+    def wait_message(self, pattern, timeout=30):
+        """Reads qdesk's messages until a line matches."""
+        return self._wait(self.err, pattern, timeout)
+
+    def qemu_pid(self):
+        rundir = os.path.join(self.state, "run", leftovers(self.state)[0])
+        with open(os.path.join(rundir, "qemu.pid")) as f:
+            return int(f.read())
 
     def finish(self, timeout=40):
+        """Waits for qdesk run to end; returns its status and everything it said."""
         rc = self.proc.wait(timeout=timeout)
-        rest = self.buf + self.proc.stdout.read().decode(errors="replace")
-        self.lines += rest.splitlines()
-        return rc, self.proc.stderr.read().decode(errors="replace")
+        if not self.proc.stdout.closed:
+            self.out.rest()
+        self.err.rest()
+        return rc, "\n".join(self.err.lines)
 
 
 def boots_and_stops(machine, *opts):
@@ -153,7 +196,7 @@ def lifetime_ends_the_vm():
     r = Run("demo-kernel", "--lifetime", "8s", extra="[sessions]\nmin_lifetime_s = 5s\n")
     r.wait_line(r"^QDESK-DEMO-READY", 60)
     rc, err = r.finish(timeout=40)
-    assert rc == 0 and "its lifetime ended" in err, err
+    assert rc == 0 and "stopping the VM (its lifetime of 8s ended)" in err, err
     assert "QDESK-POWEROFF" in r.lines
     assert leftovers(r.state) == []
 
@@ -162,9 +205,7 @@ def lifetime_ends_the_vm():
 def killed_qemu_is_noticed_and_cleaned():
     r = Run("demo-kernel", "--lifetime", "5m")
     r.wait_line(r"^QDESK-DEMO-READY", 60)
-    rundir = os.path.join(r.state, "run", leftovers(r.state)[0])
-    with open(os.path.join(rundir, "qemu.pid")) as f:
-        pid = int(f.read())
+    pid = r.qemu_pid()
     os.kill(pid, signal.SIGKILL)
     rc, err = r.finish(timeout=20)
     assert rc == 1, f"a killed QEMU must fail the run, got {rc}"
@@ -173,14 +214,84 @@ def killed_qemu_is_noticed_and_cleaned():
     assert process_gone(pid)
 
 
+def nothing_left(r, pid):
+    assert leftovers(r.state) == [], f"left behind: {leftovers(r.state)}"
+    assert process_gone(pid), f"QEMU (pid {pid}) still runs"
+
+
+@test
+def run_stops_when_its_console_reader_goes_away():
+    # `qdesk run demo | head`: once nobody reads the console, the VM is stopped and
+    # cleaned up, rather than qdesk dying of SIGPIPE and leaving QEMU running.
+    r = Run("demo-kernel", "--lifetime", "5m")
+    r.wait_line(r"^QDESK-DEMO-READY", 60)
+    pid = r.qemu_pid()
+    r.proc.stdout.close()
+    rc, err = r.finish()
+    assert rc == 0, f"qdesk run exited {rc}: {err}"
+    assert "stopping the VM (nobody reads its console: standard output was closed): " \
+        "pressing the guest's power button" in err, err
+    nothing_left(r, pid)
+
+
+@test
+def run_quits_qemu_when_the_guest_ignores_the_power_button():
+    r = Run("demo-noacpi", "--lifetime", "5m", grace="2s")
+    r.wait_line(r"^QDESK-DEMO-READY", 60)
+    pid = r.qemu_pid()
+    r.proc.send_signal(signal.SIGTERM)
+    rc, err = r.finish()
+    assert rc == 0, f"qdesk run exited {rc}: {err}"
+    assert "stopping the VM (SIGTERM): pressing the guest's power button (it has 2s" \
+        in err, err
+    assert "the guest did not power off within 2s; quitting QEMU" in err, err
+    assert "QDESK-POWEROFF" not in r.lines, "an acpi=off guest saw the power button"
+    assert "killing QEMU" not in err, err
+    nothing_left(r, pid)
+
+
+@test
+def run_kills_a_qemu_that_does_not_answer():
+    r = Run("demo-kernel", "--lifetime", "5m", grace="1s")
+    r.wait_line(r"^QDESK-DEMO-READY", 60)
+    pid = r.qemu_pid()
+    os.kill(pid, signal.SIGSTOP)  # QEMU hears neither the power button nor "quit"
+    try:
+        r.proc.send_signal(signal.SIGTERM)
+        rc, err = r.finish()
+    finally:
+        if not process_gone(pid):
+            os.kill(pid, signal.SIGKILL)
+    assert rc == 0, f"qdesk run exited {rc}: {err}"
+    assert "the guest did not power off within 1s; quitting QEMU" in err, err
+    assert "QEMU did not quit within 5s; killing QEMU (SIGKILL)" in err, err
+    nothing_left(r, pid)
+
+
+@test
+def run_forced_by_a_second_ctrl_c():
+    # The grace period is far longer than the test may take: only the second
+    # Ctrl-C can end this run.
+    r = Run("demo-noacpi", "--lifetime", "5m", grace="10m")
+    r.wait_line(r"^QDESK-DEMO-READY", 60)
+    pid = r.qemu_pid()
+    r.proc.send_signal(signal.SIGINT)
+    r.wait_message(r"stopping the VM \(SIGINT\): pressing the guest's power button")
+    r.proc.send_signal(signal.SIGINT)
+    rc, err = r.finish()
+    assert rc == 0, f"qdesk run exited {rc}: {err}"
+    assert "forcing the stop (SIGINT): quitting QEMU" in err, err
+    assert "did not power off within" not in err, err
+    nothing_left(r, pid)
+
+
 @test
 def qemu_runs_as_the_configured_user():
     nobody = pwd.getpwnam("nobody")
     r = Run("demo-kernel", "--lifetime", "5m", extra="qemu_user = nobody\n")
     r.wait_line(r"^QDESK-DEMO-READY", 60)
     rundir = os.path.join(r.state, "run", leftovers(r.state)[0])
-    with open(os.path.join(rundir, "qemu.pid")) as f:
-        pid = int(f.read())
+    pid = r.qemu_pid()
     uids = [l for l in open(f"/proc/{pid}/status") if l.startswith("Uid:")][0].split()[1:]
     assert uids == [str(nobody.pw_uid)] * 4, f"QEMU runs with uids {uids}"
     assert os.stat(rundir).st_uid == nobody.pw_uid
