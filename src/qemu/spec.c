@@ -463,8 +463,11 @@ int spec_host_probe(const struct config *cfg, struct spec_host *host)
     long long total = load_meminfo_mb(cfg->sysroot, "MemTotal");
     host->memory_mb = total > 0 ? (uint64_t)total : 0;
     snprintf(host->accel, sizeof(host->accel), "%s", cfg->accel);
-    host->kvm_usable =
-        accel_kvm_usable(cfg->sysroot, host->arch, host->kvm_why, sizeof(host->kvm_why));
+    host->kvm_usable = accel_kvm_usable(cfg->sysroot, host->arch, host->kvm_why,
+                                        sizeof(host->kvm_why)) &&
+                       (!cfg->qemu_user[0] ||
+                        accel_kvm_allows_user(cfg->sysroot, cfg->qemu_user, host->kvm_why,
+                                              sizeof(host->kvm_why)));
     if (!host->kvm_usable && strcmp(cfg->accel, "auto") == 0)
         log_info("accel: guests run under TCG because %s", host->kvm_why);
 

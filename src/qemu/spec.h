@@ -164,8 +164,9 @@ int spec_resolve(const struct spec_request *req, const struct catalog_machine *m
                  size_t errsz);
 
 /* Fills host with this machine's facts: cores, memory, QEMU binaries, firmware,
- * and whether KVM can run guests (reading sysroot's /dev/kvm and /proc/cpuinfo).
- * accel is the configured mode (auto | kvm | tcg). Returns 0. */
+ * and whether KVM can run guests (reading sysroot's /dev/kvm and /proc/cpuinfo;
+ * with a [qemu] qemu_user, that user must be allowed to open /dev/kvm too). accel
+ * is the configured mode (auto | kvm | tcg). Returns 0. */
 struct config;
 int spec_host_probe(const struct config *cfg, struct spec_host *host);
 

@@ -131,6 +131,17 @@ int vm_spawn(struct vm *vm, const struct vm_spec *s, const struct argv *a,
         fs_write_file(path, text, strlen(text), 0600);
     free(text);
 
+    /* QEMU keeps its user's groups (kvm, render, ...), as a login would. */
+    gid_t groups[PROC_GROUPS_MAX];
+    int n_groups = 0;
+    if (user && user->set &&
+        (n_groups = proc_user_groups(user->uid, user->gid, groups, PROC_GROUPS_MAX)) <
+            0) {
+        snprintf(err, errsz,
+                 "the QEMU user (uid %u, [qemu] qemu_user) is in more than %d groups",
+                 (unsigned)user->uid, PROC_GROUPS_MAX);
+        return -1;
+    }
     int tap = -1;
     char tap_name[IFNAMSIZ];
     if (s->net == SPEC_NET_BRIDGE &&
@@ -156,6 +167,8 @@ int vm_spawn(struct vm *vm, const struct vm_spec *s, const struct argv *a,
         .drop_privileges = user && user->set,
         .uid = user ? user->uid : 0,
         .gid = user ? user->gid : 0,
+        .groups = groups,
+        .n_groups = (size_t)n_groups,
         /* vfio pins all guest memory (plus QEMU's own) */
         .limit_memlock = s->gpu_grant.n_fn || s->gpu_grant.mdev_sysfsdev[0]
                              ? (s->memory_mb + 1024) << 20

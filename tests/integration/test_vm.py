@@ -294,6 +294,9 @@ def qemu_runs_as_the_configured_user():
     pid = r.qemu_pid()
     uids = [l for l in open(f"/proc/{pid}/status") if l.startswith("Uid:")][0].split()[1:]
     assert uids == [str(nobody.pw_uid)] * 4, f"QEMU runs with uids {uids}"
+    groups = [l for l in open(f"/proc/{pid}/status") if l.startswith("Groups:")][0]
+    assert sorted(int(g) for g in groups.split()[1:]) == \
+        sorted(set(os.getgrouplist("nobody", nobody.pw_gid))), f"QEMU has {groups}"
     assert os.stat(rundir).st_uid == nobody.pw_uid
     assert os.stat(rundir).st_mode & 0o777 == 0o700
     r.proc.send_signal(signal.SIGINT)

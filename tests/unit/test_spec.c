@@ -1,13 +1,17 @@
 /* Requests and their resolution: what a user may ask for, and what they get. */
 #include "catalog/catalog.h"
+#include "config.h"
 #include "qemu/spec.h"
+#include "util/fs.h"
 
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <cmocka.h>
 
 static char err[1024];
@@ -157,6 +161,46 @@ static void accelerator_choice(void **state)
     assert_true(s.kvm);
 }
 
+/* With a QEMU user configured, KVM is chosen only when that user may open /dev/kvm;
+ * otherwise the reason names the user and the fix. */
+static void kvm_only_for_a_qemu_user_that_may_open_it(void **state)
+{
+    (void)state;
+    char root[] = "/tmp/qdesk-accel-XXXXXX", path[PATH_MAX];
+    assert_non_null(mkdtemp(root));
+    snprintf(path, sizeof(path), "%s/proc", root);
+    assert_int_equal(fs_mkdir_p(path, 0755), 0);
+    snprintf(path, sizeof(path), "%s/proc/cpuinfo", root);
+    const char *cpuinfo = "processor\t: 0\nflags\t\t: fpu vmx sse2\n";
+    assert_int_equal(fs_write_file(path, cpuinfo, strlen(cpuinfo), 0644), 0);
+    snprintf(path, sizeof(path), "%s/dev", root);
+    assert_int_equal(fs_mkdir_p(path, 0755), 0);
+    snprintf(path, sizeof(path), "%s/dev/kvm", root);
+    assert_int_equal(fs_write_file(path, "", 0, 0600), 0);
+
+    struct config cfg;
+    struct spec_host h;
+    config_defaults(&cfg);
+    snprintf(cfg.sysroot, sizeof(cfg.sysroot), "%s", root);
+    spec_host_probe(&cfg, &h);
+    assert_true(h.kvm_usable); /* the service itself may open it */
+    snprintf(cfg.qemu_user, sizeof(cfg.qemu_user), "nobody");
+    spec_host_probe(&cfg, &h);
+    assert_false(h.kvm_usable);
+    assert_non_null(strstr(h.kvm_why, "QEMU's user nobody ([qemu] qemu_user) may not "
+                                      "open"));
+    assert_non_null(strstr(h.kvm_why, "(mode 600, group"));
+    assert_int_equal(chmod(path, 0666), 0);
+    spec_host_probe(&cfg, &h);
+    assert_true(h.kvm_usable);
+    snprintf(cfg.qemu_user, sizeof(cfg.qemu_user), "no-such-user");
+    spec_host_probe(&cfg, &h);
+    assert_false(h.kvm_usable);
+    assert_string_equal(h.kvm_why,
+                        "[qemu] qemu_user: user 'no-such-user' does not exist");
+    assert_int_equal(fs_remove_tree(root), 0);
+}
+
 static void macs_are_stable_and_distinct(void **state)
 {
     (void)state;
@@ -206,6 +250,7 @@ int main(void)
         cmocka_unit_test(usb_and_mount_lists),
         cmocka_unit_test(request_beats_sidecar_beats_service),
         cmocka_unit_test(accelerator_choice),
+        cmocka_unit_test(kvm_only_for_a_qemu_user_that_may_open_it),
         cmocka_unit_test(macs_are_stable_and_distinct),
         cmocka_unit_test(iso_gets_a_data_disk),
     };
