@@ -134,6 +134,7 @@ static int parse_opts(struct cli_vm *v, int argc, char **argv, bool *json)
     };
     char err[1024];
     int index;
+    v->req.source = SPEC_FROM_CLI;
     optind = 1;
     opterr = 0;
     for (;;) {
@@ -423,7 +424,6 @@ int cli_run(const struct config *cfg, int argc, char **argv)
         cli_vm_free(&v);
         return rc;
     }
-    uint64_t lifetime = v.req.lifetime_s ? v.req.lifetime_s : cfg->default_lifetime_s;
 
     struct vm_user user = {0};
     if (cfg->qemu_user[0]) {
@@ -478,7 +478,7 @@ int cli_run(const struct config *cfg, int argc, char **argv)
         rc = 1;
     } else {
         char life[32];
-        units_format_duration(lifetime, life, sizeof(life));
+        units_format_duration(v.spec.lifetime_s, life, sizeof(life));
         if (v.spec.gpu_grant.warning[0])
             fprintf(stderr, "qdesk: warning: %s\n", v.spec.gpu_grant.warning);
         fprintf(stderr,
@@ -487,7 +487,7 @@ int cli_run(const struct config *cfg, int argc, char **argv)
                 "qdesk: VNC socket: %s/%s\n",
                 v.req.machine, (int)vm.pid, v.spec.arch, v.spec.kvm ? "KVM" : "TCG", life,
                 rundir, rundir, RUNDIR_VNC);
-        rc = supervise(&vm, cfg, lifetime);
+        rc = supervise(&vm, cfg, v.spec.lifetime_s);
         vm_cleanup(&vm);
     }
     if (st) {
@@ -603,13 +603,13 @@ static void print_header(void)
 static json_t *request_json(const struct spec_request *r)
 {
     json_t *o = json_pack("{s:s}", "machine", r->machine);
-    if (r->cpus)
+    if (r->given & (1u << SPEC_FIELD_CPUS))
         json_object_set_new(o, "cpus", json_integer(r->cpus));
-    if (r->memory_mb)
+    if (r->given & (1u << SPEC_FIELD_MEMORY))
         json_object_set_new(o, "memory_mb", json_integer((json_int_t)r->memory_mb));
-    if (r->lifetime_s)
+    if (r->given & (1u << SPEC_FIELD_LIFETIME))
         json_object_set_new(o, "lifetime_s", json_integer((json_int_t)r->lifetime_s));
-    if (r->disk_gb)
+    if (r->given & (1u << SPEC_FIELD_DISK))
         json_object_set_new(o, "disk_gb", json_integer(r->disk_gb));
     if (r->gpu != SPEC_GPU_NONE) {
         char gpu[96];

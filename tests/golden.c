@@ -1,5 +1,6 @@
-/* Golden argv tests, libvirt style: every NAME.json in a directory (a request, a
- * catalogue machine and faked host facts) is resolved and built by the same code
+/* Golden argv tests, libvirt style: every NAME.json in a directory (a request as
+ * `qdesk args` takes it, or with "source": "api" as the HTTP API does, a catalogue
+ * machine and faked host facts) is resolved and built by the same code
  * that `qdesk args`, `qdesk run` and the service use, and the result must equal
  * NAME.args (the command line) or NAME.err (the error), byte for byte.
  *
@@ -138,10 +139,14 @@ static int fake_catalog(json_t *list, struct catalog *c, char *err, size_t errsz
     return 0;
 }
 
-/* Applies the request's fields in order; arrays set a repeated field. */
-static int fake_request(json_t *r, struct spec_request *req, char *err, size_t errsz)
+/* Applies the request's fields in order, named as source names them ("cli": the
+ * options of `qdesk args`, "api": the HTTP API's fields); arrays set a repeated
+ * field. */
+static int fake_request(json_t *r, const char *source, struct spec_request *req,
+                        char *err, size_t errsz)
 {
     memset(req, 0, sizeof(*req));
+    req->source = strcmp(source, "api") ? SPEC_FROM_CLI : SPEC_FROM_API;
     const char *key;
     json_t *value;
     json_object_foreach(r, key, value)
@@ -190,7 +195,8 @@ static char *run_case(const char *dir, const char *path, bool *is_err)
 
     char *out = NULL;
     if (fake_catalog(json_object_get(j, "machines"), &cat, err, sizeof(err)) < 0 ||
-        fake_request(json_object_get(j, "request"), &req, err, sizeof(err)) < 0 ||
+        fake_request(json_object_get(j, "request"), str_or(j, "source", "cli"), &req, err,
+                     sizeof(err)) < 0 ||
         !(m = catalog_lookup(&cat, req.machine, err, sizeof(err))) ||
         spec_resolve(&req, m, &host, &lim, name, rundir, &spec, err, sizeof(err)) < 0 ||
         alloc_plan(&cfg, &req, &spec, err, sizeof(err)) < 0 ||

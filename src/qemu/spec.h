@@ -34,9 +34,39 @@ enum spec_net { SPEC_NET_USER, SPEC_NET_BRIDGE, SPEC_NET_NONE };
 int spec_gpu_parse(const char *name);
 const char *spec_gpu_name(enum spec_gpu kind);
 
+/* Where a request comes from. Its fields are named, and read, as users there know
+ * them; every check is the same. */
+enum spec_source {
+    SPEC_FROM_API, /* JSON fields: memory_mb (MiB), lifetime_s (seconds), disk_gb */
+    SPEC_FROM_CLI, /* options: --memory SIZE, --lifetime DURATION, --disk GB */
+};
+
+/* The fields a user sets. */
+enum spec_field {
+    SPEC_FIELD_MACHINE,
+    SPEC_FIELD_CPUS,
+    SPEC_FIELD_MEMORY,
+    SPEC_FIELD_LIFETIME,
+    SPEC_FIELD_DISK,
+    SPEC_FIELD_GPU,
+    SPEC_FIELD_USB,
+    SPEC_FIELD_NET,
+    SPEC_FIELD_MOUNTS,
+    SPEC_FIELD_SCRIPT,
+    SPEC_FIELD_PERSISTENT,
+    SPEC_FIELDS
+};
+
+/* Returns the name users of source know field by, as error messages give it:
+ * "memory_mb" in the API, "--memory" on the command line. */
+const char *spec_field_name(enum spec_source source, enum spec_field field);
+
 /* A user's choices. Zero or empty fields take the machine's or the service's
- * default. */
+ * default, unless spec_request_set() was given the zero (which is then refused
+ * with the allowed range). */
 struct spec_request {
+    enum spec_source source;
+    unsigned given; /* bit (1 << enum spec_field) for each field set */
     char machine[SPEC_NAME_MAX];
     unsigned cpus;
     uint64_t memory_mb;
@@ -55,11 +85,13 @@ struct spec_request {
     bool persistent;
 };
 
-/* Sets one field of r from its text form. field is a command-line option name
- * without dashes ("cpus", "memory", "lifetime", "disk", "gpu", "usb", "net",
- * "mount", "script") or an HTTP API field name ("memory_mb", "lifetime_s",
- * "disk_gb", "mounts"); repeated fields (usb, mount) append. Returns 0, or -1 with
- * err naming the field and what is allowed. */
+/* Sets one field of r from its text form, as r->source names and writes it: an
+ * HTTP API field ("cpus", "memory_mb", "lifetime_s", "disk_gb", "gpu", "usb",
+ * "net", "mounts", "script", "machine") or a command-line option without its
+ * dashes ("memory" takes a size, "lifetime" a duration, "disk", "mount", ...);
+ * repeated fields (usb, mounts) append. Checks the form only: ranges, which depend
+ * on the host and the machine, are spec_resolve()'s. Returns 0, or -1 with err
+ * naming the field and what is allowed. */
 int spec_request_set(struct spec_request *r, const char *field, const char *value,
                      char *err, size_t errsz);
 
@@ -128,6 +160,7 @@ struct vm_spec {
     bool kvm;
     unsigned cpus, sockets, cores, threads;
     uint64_t memory_mb;
+    uint64_t lifetime_s;
 
     bool cdrom;               /* chain[0] is an ISO */
     struct vm_layer chain[8]; /* base image and its backing files, top first */

@@ -342,10 +342,14 @@ def missing_pieces_get_clear_errors():
 
 @test
 def bad_options_name_the_field():
-    cases = [(["--cpus", "999"], "cpus: 999 is more than this host's"),
-             (["--memory", "12X"], "memory: '12X' must be a size"),
-             (["--lifetime", "90"], "lifetime: '90' must be a duration"),
-             (["--memory", "64M"], "memory_mb: 64 MiB is out of range")]
+    cores = os.cpu_count()
+    cases = [(["--cpus", "999"], f"--cpus: 999 is more than this host's {cores} cores "
+              f"(allowed 1..{cores})"),
+             (["--cpus", "0"], f"--cpus: 0 is out of range (allowed 1..{cores})"),
+             (["--memory", "12X"], "--memory: '12X' must be a size"),
+             (["--lifetime", "90"], "--lifetime: '90' must be a duration"),
+             (["--lifetime", "30d"], "--lifetime: 30d is out of range (allowed 1m..7d)"),
+             (["--memory", "64M"], "--memory: 64 MiB is out of range (allowed 128..")]
     for opts, want in cases:
         r = Run("demo", *opts)
         rc, err = r.finish(timeout=20)

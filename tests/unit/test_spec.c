@@ -50,20 +50,23 @@ static void disk_machine(struct catalog_machine *m, const char *name)
 static void request_fields(void **state)
 {
     (void)state;
-    struct spec_request r = {0};
+    struct spec_request r = {.source = SPEC_FROM_CLI};
     assert_int_equal(spec_request_set(&r, "gpu", "mdev:i915-GVTg_V5_4", err, sizeof(err)),
                      0);
     assert_int_equal(r.gpu, SPEC_GPU_MDEV);
     assert_string_equal(r.gpu_type, "i915-GVTg_V5_4");
     assert_int_equal(spec_request_set(&r, "gpu", "vf:x", err, sizeof(err)), -1);
+    assert_string_equal(err, "--gpu: 'vf:x' is not one of " SPEC_GPU_NAMES);
     assert_int_equal(spec_request_set(&r, "gpu", "mdev:", err, sizeof(err)), -1);
+    /* the command line takes sizes and durations */
     assert_int_equal(spec_request_set(&r, "memory", "2G", err, sizeof(err)), 0);
     assert_int_equal(r.memory_mb, 2048);
-    assert_int_equal(spec_request_set(&r, "memory_mb", "2G", err, sizeof(err)), -1);
-    assert_string_equal(err, "memory_mb: '2G' must be a whole number of MiB");
-    assert_int_equal(spec_request_set(&r, "memory", "100K", err, sizeof(err)), -1);
-    assert_int_equal(spec_request_set(&r, "lifetime_s", "5400", err, sizeof(err)), 0);
+    assert_int_equal(spec_request_set(&r, "memory", "12X", err, sizeof(err)), -1);
+    assert_string_equal(err, "--memory: '12X' must be a size such as 512M or 4G");
+    assert_int_equal(spec_request_set(&r, "lifetime", "1h30m", err, sizeof(err)), 0);
     assert_int_equal(r.lifetime_s, 5400);
+    assert_int_equal(spec_request_set(&r, "memory_mb", "2048", err, sizeof(err)), -1);
+    assert_string_equal(err, "'memory_mb' is not a session field");
     assert_int_equal(spec_request_set(&r, "net", "bridge=br0", err, sizeof(err)), 0);
     assert_int_equal(r.net, SPEC_NET_BRIDGE);
     assert_string_equal(r.bridge, "br0");
@@ -72,6 +75,15 @@ static void request_fields(void **state)
         -1);
     assert_int_equal(spec_request_set(&r, "colour", "red", err, sizeof(err)), -1);
     assert_string_equal(err, "'colour' is not a session field");
+
+    /* the API takes MiB and seconds */
+    struct spec_request a = {0};
+    assert_int_equal(spec_request_set(&a, "memory_mb", "2G", err, sizeof(err)), -1);
+    assert_string_equal(err, "memory_mb: '2G' must be a whole number of MiB");
+    assert_int_equal(spec_request_set(&a, "lifetime_s", "5400", err, sizeof(err)), 0);
+    assert_int_equal(a.lifetime_s, 5400);
+    assert_int_equal(spec_request_set(&a, "memory", "2G", err, sizeof(err)), -1);
+    assert_string_equal(err, "'memory' is not a session field");
 }
 
 static void usb_and_mount_lists(void **state)
@@ -90,11 +102,65 @@ static void usb_and_mount_lists(void **state)
     assert_int_equal(spec_request_set(&r, "usb", "1-1", err, sizeof(err)), -1);
     assert_string_equal(err, "usb: at most 8 devices");
 
-    assert_int_equal(spec_request_set(&r, "mount", "/srv/data", err, sizeof(err)), 0);
-    assert_int_equal(spec_request_set(&r, "mount", "data", err, sizeof(err)), -1);
-    assert_int_equal(spec_request_set(&r, "mount", "/srv/../etc", err, sizeof(err)), -1);
+    assert_int_equal(spec_request_set(&r, "mounts", "/srv/data", err, sizeof(err)), 0);
     assert_int_equal(spec_request_set(&r, "mounts", "/srv/a\nb", err, sizeof(err)), -1);
     assert_non_null(strstr(err, "mounts: control characters"));
+    struct spec_request c = {.source = SPEC_FROM_CLI};
+    assert_int_equal(spec_request_set(&c, "mount", "data", err, sizeof(err)), -1);
+    assert_string_equal(err, "--mount: 'data' must be an absolute path");
+    assert_int_equal(spec_request_set(&c, "mount", "/srv/../etc", err, sizeof(err)), -1);
+}
+
+/* One check, two vocabularies: the command line's options and the API's fields, each
+ * with the range allowed. */
+static void errors_name_the_field_as_its_source_does(void **state)
+{
+    (void)state;
+    struct spec_host h;
+    struct spec_limits l;
+    struct catalog_machine m;
+    struct vm_spec s;
+    host_and_limits(&h, &l);
+    disk_machine(&m, "desk");
+    static const struct {
+        const char *field, *value, *cli, *api_field, *api_value, *api;
+    } cases[] = {
+        {"cpus", "0", "--cpus: 0 is out of range (allowed 1..4)", "cpus", "0",
+         "cpus: 0 is out of range (allowed 1..4)"},
+        {"cpus", "9", "--cpus: 9 is more than this host's 4 cores (allowed 1..4)", "cpus",
+         "9", "cpus: 9 is more than this host's 4 cores (allowed 1..4)"},
+        {"memory", "64M", "--memory: 64 MiB is out of range (allowed 128..8192 MiB)",
+         "memory_mb", "64", "memory_mb: 64 MiB is out of range (allowed 128..8192 MiB)"},
+        {"memory", "100K", "--memory: 0 MiB is out of range (allowed 128..8192 MiB)",
+         "memory_mb", "0", "memory_mb: 0 MiB is out of range (allowed 128..8192 MiB)"},
+        {"lifetime", "30d", "--lifetime: 30d is out of range (allowed 1m..1d)",
+         "lifetime_s", "2592000",
+         "lifetime_s: 2592000 seconds is out of range (allowed 1m..1d)"},
+        {"lifetime", "0s", "--lifetime: 0s is out of range (allowed 1m..1d)",
+         "lifetime_s", "0", "lifetime_s: 0 seconds is out of range (allowed 1m..1d)"},
+        {"disk", "4", "--disk: only machines that boot from an ISO get a data disk",
+         "disk_gb", "4", "disk_gb: only machines that boot from an ISO get a data disk"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct spec_request c = {.source = SPEC_FROM_CLI}, a = {0};
+        assert_int_equal(
+            spec_request_set(&c, cases[i].field, cases[i].value, err, sizeof(err)), 0);
+        assert_int_equal(
+            spec_resolve(&c, &m, &h, &l, "a", "/run/a", &s, err, sizeof(err)), -1);
+        assert_string_equal(err, cases[i].cli);
+        assert_int_equal(spec_request_set(&a, cases[i].api_field, cases[i].api_value, err,
+                                          sizeof(err)),
+                         0);
+        assert_int_equal(
+            spec_resolve(&a, &m, &h, &l, "a", "/run/a", &s, err, sizeof(err)), -1);
+        assert_string_equal(err, cases[i].api);
+    }
+    /* a zero nobody gave is a default */
+    struct spec_request none = {.source = SPEC_FROM_CLI};
+    assert_int_equal(spec_resolve(&none, &m, &h, &l, "a", "/run/a", &s, err, sizeof(err)),
+                     0);
+    assert_int_equal(s.cpus, 1);
+    assert_int_equal(s.lifetime_s, 3600);
 }
 
 static void request_beats_sidecar_beats_service(void **state)
@@ -248,6 +314,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(request_fields),
         cmocka_unit_test(usb_and_mount_lists),
+        cmocka_unit_test(errors_name_the_field_as_its_source_does),
         cmocka_unit_test(request_beats_sidecar_beats_service),
         cmocka_unit_test(accelerator_choice),
         cmocka_unit_test(kvm_only_for_a_qemu_user_that_may_open_it),
