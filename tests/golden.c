@@ -49,6 +49,21 @@ static json_int_t int_or(json_t *o, const char *key, json_int_t dflt)
     return json_is_integer(v) ? json_integer_value(v) : dflt;
 }
 
+/* A program or firmware file at the case's path for key (or dflt); it is there
+ * unless "missing" lists key. */
+static void fake_file(json_t *h, const char *key, const char *dflt, struct spec_file *f)
+{
+    snprintf(f->path, sizeof(f->path), "%s", str_or(h, key, dflt));
+    f->found = true;
+    size_t i;
+    json_t *missing;
+    json_array_foreach(json_object_get(h, "missing"), i, missing)
+    {
+        if (!strcmp(json_string_value(missing) ?: "", key))
+            f->found = false;
+    }
+}
+
 static void fake_host(json_t *h, struct spec_host *host)
 {
     memset(host, 0, sizeof(*host));
@@ -58,18 +73,12 @@ static void fake_host(json_t *h, struct spec_host *host)
     snprintf(host->accel, sizeof(host->accel), "%s", str_or(h, "accel", "auto"));
     host->kvm_usable = json_is_true(json_object_get(h, "kvm_usable")) ||
                        !json_object_get(h, "kvm_usable");
-    snprintf(host->qemu_x86_64, sizeof(host->qemu_x86_64), "%s",
-             str_or(h, "qemu_x86_64", "/usr/bin/qemu-system-x86_64"));
-    snprintf(host->qemu_aarch64, sizeof(host->qemu_aarch64), "%s",
-             str_or(h, "qemu_aarch64", "/usr/bin/qemu-system-aarch64"));
-    snprintf(host->ovmf_code, sizeof(host->ovmf_code), "%s",
-             str_or(h, "ovmf_code", "/usr/share/OVMF/OVMF_CODE_4M.fd"));
-    snprintf(host->ovmf_vars, sizeof(host->ovmf_vars), "%s",
-             str_or(h, "ovmf_vars", "/usr/share/OVMF/OVMF_VARS_4M.fd"));
-    snprintf(host->aavmf_code, sizeof(host->aavmf_code), "%s",
-             str_or(h, "aavmf_code", "/usr/share/AAVMF/AAVMF_CODE.fd"));
-    snprintf(host->aavmf_vars, sizeof(host->aavmf_vars), "%s",
-             str_or(h, "aavmf_vars", "/usr/share/AAVMF/AAVMF_VARS.fd"));
+    fake_file(h, "qemu_x86_64", "/usr/bin/qemu-system-x86_64", &host->qemu_x86_64);
+    fake_file(h, "qemu_aarch64", "/usr/bin/qemu-system-aarch64", &host->qemu_aarch64);
+    fake_file(h, "ovmf_code", "/usr/share/OVMF/OVMF_CODE_4M.fd", &host->ovmf_code);
+    fake_file(h, "ovmf_vars", "/usr/share/OVMF/OVMF_VARS_4M.fd", &host->ovmf_vars);
+    fake_file(h, "aavmf_code", "/usr/share/AAVMF/AAVMF_CODE.fd", &host->aavmf_code);
+    fake_file(h, "aavmf_vars", "/usr/share/AAVMF/AAVMF_VARS.fd", &host->aavmf_vars);
     host->virgl_sdl = json_is_true(json_object_get(h, "virgl_sdl"));
     snprintf(host->x_display, sizeof(host->x_display), "%s", str_or(h, "x_display", ""));
     snprintf(host->hugetlbfs, sizeof(host->hugetlbfs), "%s",

@@ -285,6 +285,26 @@ void spec_limits_from_config(const struct config *cfg, struct spec_limits *lim)
     lim->max_disk_gb = (unsigned)cfg->max_disk_gb;
 }
 
+/* Returns true when f was found; otherwise false with err saying that what (QEMU,
+ * UEFI) for arch is not installed, where [qemu] key looked for it, and the Debian
+ * package that brings it. */
+static bool installed(const struct spec_file *f, const char *field, const char *key,
+                      const char *arch, const char *what, const char *package, char *err,
+                      size_t errsz)
+{
+    if (f->found)
+        return true;
+    if (f->path[0])
+        snprintf(err, errsz,
+                 "%s: %s for %s is not installed: %s ([qemu] %s) is missing (Debian "
+                 "package %s)",
+                 field, what, arch, f->path, key, package);
+    else
+        snprintf(err, errsz, "%s: %s for %s is not installed (Debian package %s)", field,
+                 what, arch, package);
+    return false;
+}
+
 /* Returns true when req asks for field f (whose value is v) rather than leaving it
  * to a default: a value other than zero, or a zero it was given. */
 static bool asked(const struct spec_request *req, enum spec_field f, uint64_t v)
@@ -346,26 +366,24 @@ int spec_resolve(const struct spec_request *req, const struct catalog_machine *m
     bool arm = strcmp(m->arch, "aarch64") == 0;
     snprintf(out->arch, sizeof(out->arch), "%s", m->arch);
     snprintf(out->machine_type, sizeof(out->machine_type), "%s", m->machine_type);
-    const char *qemu = arm ? host->qemu_aarch64 : host->qemu_x86_64;
-    if (!qemu[0]) {
-        snprintf(err, errsz,
-                 "machine: no QEMU for %s guests is installed (Debian package %s)",
-                 m->arch, arm ? "qemu-system-arm" : "qemu-system-x86");
+    if (!installed(arm ? &host->qemu_aarch64 : &host->qemu_x86_64, "machine",
+                   arm ? "qemu_aarch64" : "qemu_x86_64", m->arch, "QEMU",
+                   arm ? "qemu-system-arm" : "qemu-system-x86", err, errsz))
         return -1;
-    }
-    snprintf(out->qemu, sizeof(out->qemu), "%s", qemu);
+    snprintf(out->qemu, sizeof(out->qemu), "%s",
+             arm ? host->qemu_aarch64.path : host->qemu_x86_64.path);
     out->uefi = strcmp(m->firmware, "uefi") == 0;
     if (out->uefi) {
-        const char *code = arm ? host->aavmf_code : host->ovmf_code;
-        const char *vars = arm ? host->aavmf_vars : host->ovmf_vars;
-        if (!code[0] || !vars[0]) {
-            snprintf(err, errsz,
-                     "firmware: UEFI for %s is not installed (Debian package %s)",
-                     m->arch, arm ? "qemu-efi-aarch64" : "ovmf");
+        const char *package = arm ? "qemu-efi-aarch64" : "ovmf";
+        const struct spec_file *code = arm ? &host->aavmf_code : &host->ovmf_code;
+        const struct spec_file *vars = arm ? &host->aavmf_vars : &host->ovmf_vars;
+        if (!installed(code, "firmware", arm ? "aavmf_code" : "ovmf_code", m->arch,
+                       "UEFI", package, err, errsz) ||
+            !installed(vars, "firmware", arm ? "aavmf_vars" : "ovmf_vars", m->arch,
+                       "UEFI", package, err, errsz))
             return -1;
-        }
-        snprintf(out->fw_code, sizeof(out->fw_code), "%s", code);
-        snprintf(out->fw_vars, sizeof(out->fw_vars), "%s", vars);
+        snprintf(out->fw_code, sizeof(out->fw_code), "%s", code->path);
+        snprintf(out->fw_vars, sizeof(out->fw_vars), "%s", vars->path);
     }
     bool same_arch = strcmp(host->arch, m->arch) == 0;
     if (strcmp(host->accel, "kvm") == 0) {
@@ -506,12 +524,18 @@ int spec_resolve(const struct spec_request *req, const struct catalog_machine *m
     return 0;
 }
 
-static void find_file(char *out, size_t outsz, const char *configured)
+/* Fills f with the configured path (which must be there for mode, R_OK or X_OK), or,
+ * when none is configured and program is not NULL, with where program is found. */
+static void find_file(struct spec_file *f, const char *configured, const char *program,
+                      int mode)
 {
-    if (configured[0] && access(configured, R_OK) == 0)
-        snprintf(out, outsz, "%s", configured);
+    snprintf(f->path, sizeof(f->path), "%s", configured);
+    if (configured[0])
+        f->found = access(configured, mode) == 0;
+    else if (program && proc_find_exe(program, f->path, sizeof(f->path)) == 0)
+        f->found = true;
     else
-        out[0] = 0;
+        f->path[0] = 0;
 }
 
 int spec_host_probe(const struct config *cfg, struct spec_host *host)
@@ -532,20 +556,12 @@ int spec_host_probe(const struct config *cfg, struct spec_host *host)
     if (!host->kvm_usable && strcmp(cfg->accel, "auto") == 0)
         log_info("accel: guests run under TCG because %s", host->kvm_why);
 
-    if (cfg->qemu_x86_64[0])
-        find_file(host->qemu_x86_64, sizeof(host->qemu_x86_64), cfg->qemu_x86_64);
-    else if (proc_find_exe("qemu-system-x86_64", host->qemu_x86_64,
-                           sizeof(host->qemu_x86_64)) < 0)
-        host->qemu_x86_64[0] = 0;
-    if (cfg->qemu_aarch64[0])
-        find_file(host->qemu_aarch64, sizeof(host->qemu_aarch64), cfg->qemu_aarch64);
-    else if (proc_find_exe("qemu-system-aarch64", host->qemu_aarch64,
-                           sizeof(host->qemu_aarch64)) < 0)
-        host->qemu_aarch64[0] = 0;
-    find_file(host->ovmf_code, sizeof(host->ovmf_code), cfg->ovmf_code);
-    find_file(host->ovmf_vars, sizeof(host->ovmf_vars), cfg->ovmf_vars);
-    find_file(host->aavmf_code, sizeof(host->aavmf_code), cfg->aavmf_code);
-    find_file(host->aavmf_vars, sizeof(host->aavmf_vars), cfg->aavmf_vars);
+    find_file(&host->qemu_x86_64, cfg->qemu_x86_64, "qemu-system-x86_64", X_OK);
+    find_file(&host->qemu_aarch64, cfg->qemu_aarch64, "qemu-system-aarch64", X_OK);
+    find_file(&host->ovmf_code, cfg->ovmf_code, NULL, R_OK);
+    find_file(&host->ovmf_vars, cfg->ovmf_vars, NULL, R_OK);
+    find_file(&host->aavmf_code, cfg->aavmf_code, NULL, R_OK);
+    find_file(&host->aavmf_vars, cfg->aavmf_vars, NULL, R_OK);
     host->virgl_sdl = strcmp(cfg->virgl_display, "sdl") == 0;
     snprintf(host->x_display, sizeof(host->x_display), "%s", cfg->virgl_x_display);
     snprintf(host->hugetlbfs, sizeof(host->hugetlbfs), "%s", cfg->hugetlbfs);

@@ -108,6 +108,13 @@ struct spec_limits {
     unsigned max_disk_gb;
 };
 
+/* A program or firmware file QEMU is given: where it is, or where the config said it
+ * would be. */
+struct spec_file {
+    char path[PATH_MAX]; /* "": not configured, and not found where looked for */
+    bool found;
+};
+
 /* Facts about the host. Probed by spec_host_probe(), or faked by the tests. */
 struct spec_host {
     char arch[16]; /* the host's own arch: KVM runs only same-arch guests */
@@ -116,12 +123,8 @@ struct spec_host {
     char accel[8];     /* config: auto | kvm | tcg */
     bool kvm_usable;   /* /dev/kvm opens and can run ordinary guests */
     char kvm_why[256]; /* why KVM is not usable */
-    char qemu_x86_64[PATH_MAX];
-    char qemu_aarch64[PATH_MAX];
-    char ovmf_code[PATH_MAX];
-    char ovmf_vars[PATH_MAX];
-    char aavmf_code[PATH_MAX];
-    char aavmf_vars[PATH_MAX];
+    struct spec_file qemu_x86_64, qemu_aarch64; /* [qemu] keys of the same names */
+    struct spec_file ovmf_code, ovmf_vars, aavmf_code, aavmf_vars;
     bool virgl_sdl;           /* virgl renders in an X display (SDL), not egl-headless */
     char x_display[32];       /* that X display */
     char hugetlbfs[PATH_MAX]; /* where hugetlbfs is mounted */

@@ -315,11 +315,17 @@ def qemu_that_fails_to_start_leaves_nothing():
 
 @test
 def missing_pieces_get_clear_errors():
+    # each names the configured path and the Debian package that brings the piece
     cases = [
-        ("demo-uefi", "ovmf_code = /nonexistent/OVMF_CODE.fd\n", "Debian package ovmf"),
-        ("demo", "qemu_img = /nonexistent/qemu-img\n", "Debian package qemu-utils"),
+        ("demo-uefi", "ovmf_code = /nonexistent/OVMF_CODE.fd\n",
+         "/nonexistent/OVMF_CODE.fd ([qemu] ovmf_code) is missing (Debian package ovmf)"),
+        ("demo-uefi", "ovmf_vars = /nonexistent/OVMF_VARS.fd\n",
+         "/nonexistent/OVMF_VARS.fd ([qemu] ovmf_vars) is missing (Debian package ovmf)"),
+        ("demo", "qemu_img = /nonexistent/qemu-img\n",
+         "qemu-img at /nonexistent/qemu-img is not installed (Debian package qemu-utils)"),
         ("demo", "qemu_x86_64 = /nonexistent/qemu-system-x86_64\n",
-         "Debian package qemu-system-x86"),
+         "/nonexistent/qemu-system-x86_64 ([qemu] qemu_x86_64) is missing "
+         "(Debian package qemu-system-x86)"),
     ]
     for machine, extra, want in cases:
         r = Run(machine, extra=extra)

@@ -23,9 +23,9 @@ static void host_and_limits(struct spec_host *h, struct spec_limits *l)
     h->cores = 4;
     h->memory_mb = 8192;
     snprintf(h->accel, sizeof(h->accel), "auto");
-    snprintf(h->qemu_x86_64, sizeof(h->qemu_x86_64), "/usr/bin/qemu-system-x86_64");
-    snprintf(h->ovmf_code, sizeof(h->ovmf_code), "/fw/code.fd");
-    snprintf(h->ovmf_vars, sizeof(h->ovmf_vars), "/fw/vars.fd");
+    h->qemu_x86_64 = (struct spec_file){"/usr/bin/qemu-system-x86_64", true};
+    h->ovmf_code = (struct spec_file){"/fw/code.fd", true};
+    h->ovmf_vars = (struct spec_file){"/fw/vars.fd", true};
     *l = (struct spec_limits){.min_memory_mb = 128,
                               .default_memory_mb = 1024,
                               .default_cpus = 1,
