@@ -323,15 +323,6 @@ int vm_stop_tick(struct vm *vm)
     return vm->stop_deadline > now ? (int)(vm->stop_deadline - now) : 0;
 }
 
-enum vm_stop_phase vm_stop(struct vm *vm, int grace_ms)
-{
-    vm_stop_escalate(vm, grace_ms);
-    int wait;
-    while ((wait = vm_stop_tick(vm)) >= 0)
-        vm_wait_exit(vm, wait > 0 ? wait : 1);
-    return vm->stop_phase;
-}
-
 void vm_cleanup(struct vm *vm)
 {
     kill_vm(vm);

@@ -86,11 +86,6 @@ void vm_stop_escalate(struct vm *vm, int grace_ms);
  * that time has passed. */
 int vm_stop_tick(struct vm *vm);
 
-/* Stops QEMU gracefully and waits for it to be gone (vm_stop_escalate() and
- * vm_stop_tick() in a loop). Returns the phase that ended it: VM_STOP_POWERDOWN
- * when the guest powered off, VM_STOP_QUIT, or VM_STOP_KILL. */
-enum vm_stop_phase vm_stop(struct vm *vm, int grace_ms);
-
 /* Kills QEMU if it still runs, reaps it, closes QMP and removes the run directory
  * with everything in it. Safe to call more than once. */
 void vm_cleanup(struct vm *vm);

@@ -71,21 +71,6 @@ int fs_read_line(const char *path, char *out, size_t outsz)
     return 0;
 }
 
-int fs_write_str(const char *path, const char *s)
-{
-    int fd = open(path, O_WRONLY | O_CLOEXEC);
-    if (fd < 0)
-        return -errno;
-    size_t len = strlen(s);
-    ssize_t w = write(fd, s, len);
-    int saved = errno;
-    if (close(fd) < 0 && w >= 0)
-        return -errno;
-    if (w < 0)
-        return -saved;
-    return (size_t)w == len ? 0 : -EIO;
-}
-
 int fs_write_all(int fd, const void *data, size_t len)
 {
     const char *p = data;
