@@ -487,6 +487,8 @@ int cli_run(const struct config *cfg, int argc, char **argv)
                 "qdesk: VNC socket: %s/%s\n",
                 v.req.machine, (int)vm.pid, v.spec.arch, v.spec.kvm ? "KVM" : "TCG", life,
                 rundir, rundir, RUNDIR_VNC);
+        if (!v.spec.kvm)
+            fprintf(stderr, "qdesk: TCG, not KVM, because %s\n", v.spec.accel_why);
         rc = supervise(&vm, cfg, v.spec.lifetime_s);
         vm_cleanup(&vm);
     }

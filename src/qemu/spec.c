@@ -396,6 +396,13 @@ int spec_resolve(const struct spec_request *req, const struct catalog_machine *m
     } else {
         out->kvm = strcmp(host->accel, "auto") == 0 && same_arch && host->kvm_usable;
     }
+    if (!out->kvm && strcmp(host->accel, "tcg") == 0)
+        snprintf(out->accel_why, sizeof(out->accel_why), "[qemu] accel = tcg");
+    else if (!out->kvm && !same_arch)
+        snprintf(out->accel_why, sizeof(out->accel_why),
+                 "KVM runs only %s guests on this host", host->arch);
+    else if (!out->kvm)
+        snprintf(out->accel_why, sizeof(out->accel_why), "%s", host->kvm_why);
 
     /* CPUs, memory and lifetime: what the request asks for (a zero it was given
      * too), else the machine's default, else the service's. */

@@ -161,6 +161,7 @@ struct vm_spec {
     char fw_code[PATH_MAX]; /* UEFI firmware; fw_vars is the template copied */
     char fw_vars[PATH_MAX]; /*   per session into RUNDIR/vars.fd */
     bool kvm;
+    char accel_why[256]; /* why TCG rather than KVM (kvm false) */
     unsigned cpus, sockets, cores, threads;
     uint64_t memory_mb;
     uint64_t lifetime_s;

@@ -142,6 +142,8 @@ def boots_and_stops(machine, *opts):
     assert rc == 0, f"qdesk run exited {rc}: {err}"
     assert "QDESK-POWEROFF" in r.lines, "the guest was not asked to power off"
     assert "VNC socket:" in err and "run directory:" in err, err
+    # TCG or KVM, and when TCG, why
+    assert re.search(r"under KVM|qdesk: TCG, not KVM, because \S", err), err
     assert leftovers(r.state) == [], f"left behind: {leftovers(r.state)}"
     print(f"# {machine}: desktop after {took:.1f}s")
 

@@ -208,17 +208,26 @@ static void accelerator_choice(void **state)
     host_and_limits(&h, &l);
     disk_machine(&m, "desk");
     h.kvm_usable = false;
+    snprintf(h.kvm_why, sizeof(h.kvm_why), "the CPU has no vmx or svm flag");
     assert_int_equal(spec_resolve(&r, &m, &h, &l, "a", "/run/a", &s, err, sizeof(err)),
                      0);
     assert_false(s.kvm);
+    assert_string_equal(s.accel_why, "the CPU has no vmx or svm flag");
     h.kvm_usable = true;
     assert_int_equal(spec_resolve(&r, &m, &h, &l, "a", "/run/a", &s, err, sizeof(err)),
                      0);
     assert_true(s.kvm);
+    snprintf(h.arch, sizeof(h.arch), "aarch64");
+    assert_int_equal(spec_resolve(&r, &m, &h, &l, "a", "/run/a", &s, err, sizeof(err)),
+                     0);
+    assert_false(s.kvm);
+    assert_string_equal(s.accel_why, "KVM runs only aarch64 guests on this host");
+    snprintf(h.arch, sizeof(h.arch), "x86_64");
     snprintf(h.accel, sizeof(h.accel), "tcg");
     assert_int_equal(spec_resolve(&r, &m, &h, &l, "a", "/run/a", &s, err, sizeof(err)),
                      0);
     assert_false(s.kvm);
+    assert_string_equal(s.accel_why, "[qemu] accel = tcg");
     /* forcing KVM on a host where it cannot run guests is the operator's call */
     h.kvm_usable = false;
     snprintf(h.accel, sizeof(h.accel), "kvm");
