@@ -4,6 +4,7 @@ desktop, with SeaBIOS and with OVMF; `qdesk run` stops cleanly on Ctrl-C, goes o
 "quit" and SIGKILL when the guest or QEMU does not listen, stops when nobody reads its
 console, notices a QEMU that was killed, refuses what is missing with a clear error,
 and leaves nothing behind in its run directories."""
+import json
 import os
 import pwd
 import re
@@ -132,11 +133,14 @@ class Run:
         return rc, "\n".join(self.err.lines)
 
 
-def boots_and_stops(machine, *opts):
-    """Boots machine to its desktop, presses Ctrl-C, and checks the clean end."""
+def boots_and_stops(machine, *opts, while_running=None):
+    """Boots machine to its desktop, runs while_running(run directory) if given,
+    presses Ctrl-C, and checks the clean end."""
     r = Run(machine, "--lifetime", "5m", *opts)
     took = r.wait_line(r"^QDESK-DEMO-READY", 60)
     assert leftovers(r.state), "a running VM has a run directory"
+    if while_running:
+        while_running(os.path.join(r.state, "run", leftovers(r.state)[0]))
     r.proc.send_signal(signal.SIGINT)
     rc, err = r.finish()
     assert rc == 0, f"qdesk run exited {rc}: {err}"
@@ -180,7 +184,13 @@ def vpc_boots_to_desktop():
 
 @test
 def iso_boots_as_cdrom_with_data_disk():
-    boots_and_stops("demo-live", "--disk", "2")
+    def data_disk_has_2_gib(rundir):
+        out = subprocess.run(["qemu-img", "info", "-U", "--output=json",
+                              os.path.join(rundir, "data.qcow2")],
+                             capture_output=True, text=True, check=True).stdout
+        info = json.loads(out)
+        assert info["format"] == "qcow2" and info["virtual-size"] == 2 << 30, info
+    boots_and_stops("demo-live", "--disk", "2", while_running=data_disk_has_2_gib)
 
 
 @test
