@@ -405,6 +405,14 @@ static int supervise(struct vm *vm, const struct config *cfg, uint64_t lifetime_
     return 0;
 }
 
+/* Returns true when the VM takes something from the host that the allocator hands
+ * out (a GPU, USB devices, hugepages, pinned CPUs) or checks (a bridge). */
+static bool takes_from_host(const struct spec_request *req, const struct vm_spec *spec)
+{
+    return req->gpu != SPEC_GPU_NONE || req->n_usb || spec->hugepages_kb ||
+           spec->pin_cpus || req->net == SPEC_NET_BRIDGE;
+}
+
 int cli_run(const struct config *cfg, int argc, char **argv)
 {
     struct cli_vm v = {0};
@@ -445,8 +453,9 @@ int cli_run(const struct config *cfg, int argc, char **argv)
     sigprocmask(SIG_BLOCK, &mask, NULL);
     signal(SIGPIPE, SIG_IGN);
 
-    /* Devices are claimed in the service's store, so the service never hands out
-     * what this VM holds. */
+    /* Host devices are claimed in the service's store, so the service never hands
+     * out what this VM holds; a VM that takes nothing from the host neither opens
+     * the store nor creates it. */
     struct argv a;
     struct vm vm = {0};
     struct session_error se = {0};
@@ -454,14 +463,16 @@ int cli_run(const struct config *cfg, int argc, char **argv)
     argv_init(&a);
     char db[PATH_MAX + 16];
     snprintf(db, sizeof(db), "%s/state.db", cfg->state);
+    bool allocate = takes_from_host(&v.req, &v.spec);
+    bool made_state = !fs_exists(cfg->state), made_runbase = !fs_exists(runbase);
     int mk = fs_mkdir_p(runbase, 0755);
     if (mk < 0) {
         fprintf(stderr, "qdesk: cannot create %s: %s\n", runbase, strerror(-mk));
         rc = 1;
-    } else if (!(st = store_open(db, err, sizeof(err)))) {
+    } else if (allocate && !(st = store_open(db, err, sizeof(err)))) {
         fprintf(stderr, "qdesk: %s\n", err);
         rc = 1;
-    } else if (alloc_acquire(st, cfg, id, &v.req, &v.spec, &user, &se) < 0) {
+    } else if (allocate && alloc_acquire(st, cfg, id, &v.req, &v.spec, &user, &se) < 0) {
         fprintf(stderr, "qdesk: %s\n", se.message);
         rc = 1;
     } else if (qemu_build_cmdline(&a, &v.spec) < 0) {
@@ -496,6 +507,12 @@ int cli_run(const struct config *cfg, int argc, char **argv)
         alloc_release(st, cfg, id);
         store_close(st);
     }
+    /* The directories this run made for itself go with it, unless something else
+     * (a service, another run) has put files there meanwhile. */
+    if (made_runbase)
+        rmdir(runbase);
+    if (made_state)
+        rmdir(cfg->state);
     argv_free(&a);
     cli_vm_free(&v);
     return rc;

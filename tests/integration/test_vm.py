@@ -11,6 +11,7 @@ import re
 import select
 import shutil
 import signal
+import sqlite3
 import subprocess
 import tempfile
 import time
@@ -149,6 +150,8 @@ def boots_and_stops(machine, *opts, while_running=None):
     # TCG or KVM, and when TCG, why
     assert re.search(r"under KVM|qdesk: TCG, not KVM, because \S", err), err
     assert leftovers(r.state) == [], f"left behind: {leftovers(r.state)}"
+    # a VM that takes no host devices needs no store: no state at all is left
+    assert not os.path.exists(r.state), f"left behind: {os.listdir(r.state)}"
     print(f"# {machine}: desktop after {took:.1f}s")
 
 
@@ -229,6 +232,22 @@ def killed_qemu_is_noticed_and_cleaned():
 def nothing_left(r, pid):
     assert leftovers(r.state) == [], f"left behind: {leftovers(r.state)}"
     assert process_gone(pid), f"QEMU (pid {pid}) still runs"
+
+
+@test
+def run_claims_devices_in_the_store_and_gives_them_back():
+    # USB devices go through the allocator, whose claims live in the service's store
+    # (so a service never hands out what a run holds): the store stays, the run's
+    # claims and files do not.
+    r = Run("demo-kernel", "--lifetime", "5m", "--usb", "usb-kbd")
+    r.wait_line(r"^QDESK-DEMO-READY", 60)
+    r.proc.send_signal(signal.SIGINT)
+    rc, err = r.finish()
+    assert rc == 0, f"qdesk run exited {rc}: {err}"
+    assert sorted(os.listdir(r.state)) == ["state.db"], os.listdir(r.state)
+    db = sqlite3.connect(os.path.join(r.state, "state.db"))
+    assert db.execute("SELECT COUNT(*) FROM allocations").fetchone()[0] == 0
+    db.close()
 
 
 @test
