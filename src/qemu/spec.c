@@ -420,8 +420,28 @@ int spec_resolve(const struct spec_request *req, const struct catalog_machine *m
                  host->cores);
         return -1;
     }
-    out->cpus = out->cores = cpus;
-    out->sockets = out->threads = 1;
+    /* The machine's topology: vCPUs come in steps of one core in each socket. */
+    unsigned sockets = m->sockets ? m->sockets : 1, threads = m->threads ? m->threads : 1;
+    unsigned step = sockets * threads;
+    if (cpus % step) {
+        if (step > host->cores)
+            snprintf(
+                err, errsz,
+                "%s: machine '%s' needs a multiple of its sockets x threads (%u x %u "
+                "= %u) vCPUs, more than this host's %u cores",
+                field, m->name, sockets, threads, step, host->cores);
+        else
+            snprintf(err, errsz,
+                     "%s: %u is not a multiple of sockets x threads (%u x %u = %u) of "
+                     "machine '%s' (allowed %u..%u in steps of %u)",
+                     field, cpus, sockets, threads, step, m->name, step,
+                     host->cores / step * step, step);
+        return -1;
+    }
+    out->cpus = cpus;
+    out->sockets = sockets;
+    out->threads = threads;
+    out->cores = cpus / step;
     uint64_t mem = asked(req, SPEC_FIELD_MEMORY, req->memory_mb) ? req->memory_mb
                    : m->memory_mb                                ? m->memory_mb
                                                                  : lim->default_memory_mb;
