@@ -134,25 +134,48 @@ class Run:
         return rc, "\n".join(self.err.lines)
 
 
+def interrupt(r, pid):
+    r.proc.send_signal(signal.SIGINT)
+
+
+def run_and_stop(machine, *opts, grace="15s", extra="", stop=interrupt):
+    """Boots machine with `qdesk run` to its desktop, has stop(run, QEMU's pid) look
+    at it and stop it, and checks the clean end: status 0, no run directory and no
+    QEMU left. Returns the run and what qdesk said."""
+    r = Run(machine, "--lifetime", "5m", *opts, extra=extra, grace=grace)
+    r.took = r.wait_line(r"^QDESK-DEMO-READY", 60)
+    pid = r.qemu_pid()
+    try:
+        stop(r, pid)
+        rc, err = r.finish()
+    finally:
+        if not process_gone(pid):
+            os.kill(pid, signal.SIGKILL)
+    assert rc == 0, f"qdesk run exited {rc}: {err}"
+    assert leftovers(r.state) == [], f"left behind: {leftovers(r.state)}"
+    assert process_gone(pid), f"QEMU (pid {pid}) still runs"
+    return r, err
+
+
+def rundir_of(r):
+    return os.path.join(r.state, "run", leftovers(r.state)[0])
+
+
 def boots_and_stops(machine, *opts, while_running=None):
     """Boots machine to its desktop, runs while_running(run directory) if given,
     presses Ctrl-C, and checks the clean end."""
-    r = Run(machine, "--lifetime", "5m", *opts)
-    took = r.wait_line(r"^QDESK-DEMO-READY", 60)
-    assert leftovers(r.state), "a running VM has a run directory"
-    if while_running:
-        while_running(os.path.join(r.state, "run", leftovers(r.state)[0]))
-    r.proc.send_signal(signal.SIGINT)
-    rc, err = r.finish()
-    assert rc == 0, f"qdesk run exited {rc}: {err}"
+    def stop(r, pid):
+        if while_running:
+            while_running(rundir_of(r))
+        interrupt(r, pid)
+    r, err = run_and_stop(machine, *opts, stop=stop)
     assert "QDESK-POWEROFF" in r.lines, "the guest was not asked to power off"
     assert "VNC socket:" in err and "run directory:" in err, err
     # TCG or KVM, and when TCG, why
     assert re.search(r"under KVM|qdesk: TCG, not KVM, because \S", err), err
-    assert leftovers(r.state) == [], f"left behind: {leftovers(r.state)}"
     # a VM that takes no host devices needs no store: no state at all is left
     assert not os.path.exists(r.state), f"left behind: {os.listdir(r.state)}"
-    print(f"# {machine}: desktop after {took:.1f}s")
+    print(f"# {machine}: desktop after {r.took:.1f}s")
 
 
 @test
@@ -229,21 +252,12 @@ def killed_qemu_is_noticed_and_cleaned():
     assert process_gone(pid)
 
 
-def nothing_left(r, pid):
-    assert leftovers(r.state) == [], f"left behind: {leftovers(r.state)}"
-    assert process_gone(pid), f"QEMU (pid {pid}) still runs"
-
-
 @test
 def run_claims_devices_in_the_store_and_gives_them_back():
     # USB devices go through the allocator, whose claims live in the service's store
     # (so a service never hands out what a run holds): the store stays, the run's
     # claims and files do not.
-    r = Run("demo-kernel", "--lifetime", "5m", "--usb", "usb-kbd")
-    r.wait_line(r"^QDESK-DEMO-READY", 60)
-    r.proc.send_signal(signal.SIGINT)
-    rc, err = r.finish()
-    assert rc == 0, f"qdesk run exited {rc}: {err}"
+    r, err = run_and_stop("demo-kernel", "--usb", "usb-kbd")
     assert sorted(os.listdir(r.state)) == ["state.db"], os.listdir(r.state)
     db = sqlite3.connect(os.path.join(r.state, "state.db"))
     assert db.execute("SELECT COUNT(*) FROM allocations").fetchone()[0] == 0
@@ -254,85 +268,59 @@ def run_claims_devices_in_the_store_and_gives_them_back():
 def run_stops_when_its_console_reader_goes_away():
     # `qdesk run demo | head`: once nobody reads the console, the VM is stopped and
     # cleaned up, rather than qdesk dying of SIGPIPE and leaving QEMU running.
-    r = Run("demo-kernel", "--lifetime", "5m")
-    r.wait_line(r"^QDESK-DEMO-READY", 60)
-    pid = r.qemu_pid()
-    r.proc.stdout.close()
-    rc, err = r.finish()
-    assert rc == 0, f"qdesk run exited {rc}: {err}"
+    r, err = run_and_stop("demo-kernel", stop=lambda r, pid: r.proc.stdout.close())
     assert "stopping the VM (nobody reads its console: standard output was closed): " \
         "pressing the guest's power button" in err, err
-    nothing_left(r, pid)
 
 
 @test
 def run_quits_qemu_when_the_guest_ignores_the_power_button():
-    r = Run("demo-noacpi", "--lifetime", "5m", grace="2s")
-    r.wait_line(r"^QDESK-DEMO-READY", 60)
-    pid = r.qemu_pid()
-    r.proc.send_signal(signal.SIGTERM)
-    rc, err = r.finish()
-    assert rc == 0, f"qdesk run exited {rc}: {err}"
+    r, err = run_and_stop("demo-noacpi", grace="2s",
+                          stop=lambda r, pid: r.proc.send_signal(signal.SIGTERM))
     assert "stopping the VM (SIGTERM): pressing the guest's power button (it has 2s" \
         in err, err
     assert "the guest did not power off within 2s; quitting QEMU" in err, err
     assert "QDESK-POWEROFF" not in r.lines, "an acpi=off guest saw the power button"
     assert "killing QEMU" not in err, err
-    nothing_left(r, pid)
 
 
 @test
 def run_kills_a_qemu_that_does_not_answer():
-    r = Run("demo-kernel", "--lifetime", "5m", grace="1s")
-    r.wait_line(r"^QDESK-DEMO-READY", 60)
-    pid = r.qemu_pid()
-    os.kill(pid, signal.SIGSTOP)  # QEMU hears neither the power button nor "quit"
-    try:
+    def freeze_and_stop(r, pid):
+        os.kill(pid, signal.SIGSTOP)  # QEMU hears neither the power button nor "quit"
         r.proc.send_signal(signal.SIGTERM)
-        rc, err = r.finish()
-    finally:
-        if not process_gone(pid):
-            os.kill(pid, signal.SIGKILL)
-    assert rc == 0, f"qdesk run exited {rc}: {err}"
+    r, err = run_and_stop("demo-kernel", grace="1s", stop=freeze_and_stop)
     assert "the guest did not power off within 1s; quitting QEMU" in err, err
     assert "QEMU did not quit within 5s; killing QEMU (SIGKILL)" in err, err
-    nothing_left(r, pid)
 
 
 @test
 def run_forced_by_a_second_ctrl_c():
     # The grace period is far longer than the test may take: only the second
     # Ctrl-C can end this run.
-    r = Run("demo-noacpi", "--lifetime", "5m", grace="10m")
-    r.wait_line(r"^QDESK-DEMO-READY", 60)
-    pid = r.qemu_pid()
-    r.proc.send_signal(signal.SIGINT)
-    r.wait_message(r"stopping the VM \(SIGINT\): pressing the guest's power button")
-    r.proc.send_signal(signal.SIGINT)
-    rc, err = r.finish()
-    assert rc == 0, f"qdesk run exited {rc}: {err}"
+    def twice(r, pid):
+        interrupt(r, pid)
+        r.wait_message(r"stopping the VM \(SIGINT\): pressing the guest's power button")
+        interrupt(r, pid)
+    r, err = run_and_stop("demo-noacpi", grace="10m", stop=twice)
     assert "forcing the stop (SIGINT): quitting QEMU" in err, err
     assert "did not power off within" not in err, err
-    nothing_left(r, pid)
 
 
 @test
 def qemu_runs_as_the_configured_user():
     nobody = pwd.getpwnam("nobody")
-    r = Run("demo-kernel", "--lifetime", "5m", extra="qemu_user = nobody\n")
-    r.wait_line(r"^QDESK-DEMO-READY", 60)
-    rundir = os.path.join(r.state, "run", leftovers(r.state)[0])
-    pid = r.qemu_pid()
-    uids = [l for l in open(f"/proc/{pid}/status") if l.startswith("Uid:")][0].split()[1:]
-    assert uids == [str(nobody.pw_uid)] * 4, f"QEMU runs with uids {uids}"
-    groups = [l for l in open(f"/proc/{pid}/status") if l.startswith("Groups:")][0]
-    assert sorted(int(g) for g in groups.split()[1:]) == \
-        sorted(set(os.getgrouplist("nobody", nobody.pw_gid))), f"QEMU has {groups}"
-    assert os.stat(rundir).st_uid == nobody.pw_uid
-    assert os.stat(rundir).st_mode & 0o777 == 0o700
-    r.proc.send_signal(signal.SIGINT)
-    rc, err = r.finish()
-    assert rc == 0 and leftovers(r.state) == [], err
+
+    def check(r, pid):
+        status = {l.split(":")[0]: l.split()[1:] for l in open(f"/proc/{pid}/status")}
+        assert status["Uid"] == [str(nobody.pw_uid)] * 4, f"QEMU runs as {status['Uid']}"
+        # with the user's groups (kvm, render, ...), not its primary group alone
+        assert sorted(map(int, status["Groups"])) == \
+            sorted(set(os.getgrouplist("nobody", nobody.pw_gid))), status["Groups"]
+        assert os.stat(rundir_of(r)).st_uid == nobody.pw_uid
+        assert os.stat(rundir_of(r)).st_mode & 0o777 == 0o700
+        interrupt(r, pid)
+    run_and_stop("demo-kernel", extra="qemu_user = nobody\n", stop=check)
 
 
 @test
