@@ -134,6 +134,7 @@ static int parse_opts(struct cli_vm *v, int argc, char **argv, bool *json)
     };
     char err[1024];
     int index;
+    v->req.source = SPEC_FROM_CLI;
     optind = 1;
     opterr = 0;
     for (;;) {
@@ -225,33 +226,90 @@ int cli_args(const struct config *cfg, int argc, char **argv)
     return rc;
 }
 
-/* Copies what the guest wrote to its serial console since *offset to stdout. */
-static void copy_serial(const char *path, off_t *offset)
+/* The signals that stop a foreground VM: Ctrl-C, Ctrl-\, kill, and the terminal
+ * going away. */
+static void stop_signals(sigset_t *set)
+{
+    sigemptyset(set);
+    sigaddset(set, SIGINT);
+    sigaddset(set, SIGQUIT);
+    sigaddset(set, SIGTERM);
+    sigaddset(set, SIGHUP);
+}
+
+/* Copies what the guest wrote to its serial console since *offset to standard
+ * output. Returns 0, or -1 when standard output takes no more (its reader went
+ * away). */
+static int copy_serial(const char *path, off_t *offset)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
-        return;
+        return 0;
     char buf[65536];
     ssize_t r;
-    while ((r = pread(fd, buf, sizeof(buf), *offset)) > 0) {
-        fwrite(buf, 1, (size_t)r, stdout);
+    int rc = 0;
+    while (rc == 0 && (r = pread(fd, buf, sizeof(buf), *offset)) > 0) {
+        rc = fs_write_all(STDOUT_FILENO, buf, (size_t)r);
         *offset += r;
     }
-    fflush(stdout);
     close(fd);
+    return rc < 0 ? -1 : 0;
 }
 
-/* Runs the started VM until it exits, stopping it on SIGINT/SIGTERM or when its
- * lifetime ends. Returns the exit status for qdesk run. */
+/* A stop in the foreground: the VM, how long its guest has to power off, and the
+ * phase the user was last told about. */
+struct run_stop {
+    struct vm *vm;
+    uint64_t grace_s;
+    enum vm_stop_phase said;
+};
+
+/* Tells the user, once per phase, what the stop does now and why: why is what
+ * asked for it, or NULL when the previous phase ran out of time. */
+static void say_phase(struct run_stop *st, const char *why)
+{
+    static const char *const action[] = {
+        [VM_STOP_POWERDOWN] = "pressing the guest's power button",
+        [VM_STOP_QUIT] = "quitting QEMU",
+        [VM_STOP_KILL] = "killing QEMU (SIGKILL)",
+    };
+    enum vm_stop_phase now = st->vm->stop_phase;
+    if (now == st->said)
+        return;
+    char grace[32], quit[32];
+    units_format_duration(st->grace_s, grace, sizeof(grace));
+    units_format_duration(VM_QUIT_TIMEOUT_MS / 1000, quit, sizeof(quit));
+    if (why)
+        fprintf(stderr, "qdesk: %s (%s): %s",
+                st->said == VM_STOP_NONE ? "stopping the VM" : "forcing the stop", why,
+                action[now]);
+    else if (st->said == VM_STOP_POWERDOWN)
+        fprintf(stderr, "qdesk: the guest did not power off within %s; %s", grace,
+                action[now]);
+    else
+        fprintf(stderr, "qdesk: QEMU did not quit within %s; %s", quit, action[now]);
+    if (now == VM_STOP_POWERDOWN)
+        fprintf(stderr, " (it has %s to power off; Ctrl-C again forces the stop)", grace);
+    fputc('\n', stderr);
+    st->said = now;
+}
+
+/* Starts the stop, or hurries it on a phase, because of why. */
+static void stop_step(struct run_stop *st, const char *why)
+{
+    vm_stop_escalate(st->vm, (int)st->grace_s * 1000);
+    say_phase(st, why);
+}
+
+/* Runs the started VM until it exits. Stops it on a stop signal, when its lifetime
+ * ends, or when nobody reads its console any more (standard output closed); tells
+ * the user each phase of the stop. Returns the exit status for qdesk run. */
 static int supervise(struct vm *vm, const struct config *cfg, uint64_t lifetime_s)
 {
-    char serial[PATH_MAX + 32];
+    char serial[PATH_MAX + 32], why[64];
     snprintf(serial, sizeof(serial), "%s/%s", vm->rundir, RUNDIR_SERIAL);
     sigset_t mask;
-    sigemptyset(&mask);
-    sigaddset(&mask, SIGINT);
-    sigaddset(&mask, SIGTERM);
-    sigaddset(&mask, SIGHUP);
+    stop_signals(&mask);
     int sfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
     int ifd = inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
     if (ifd >= 0 && inotify_add_watch(ifd, serial, IN_MODIFY) < 0) {
@@ -261,38 +319,42 @@ static int supervise(struct vm *vm, const struct config *cfg, uint64_t lifetime_
     int pidfd = proc_pidfd(vm->pid);
     uint64_t expires = proc_now_ms() + lifetime_s * 1000;
     off_t offset = 0;
-    const char *why = NULL;
+    bool out_open = true; /* somebody reads the console on standard output */
+    struct run_stop st = {vm, cfg->stop_grace_s, VM_STOP_NONE};
 
     while (vm_alive(vm)) {
         uint64_t now = proc_now_ms();
         int timeout = ifd < 0 ? 100 : 60000; /* without inotify, poll the serial log */
         if (vm->stop_phase == VM_STOP_NONE) {
             if (now >= expires) {
-                why = "its lifetime ended";
-                fprintf(stderr, "qdesk: stopping the VM: %s\n", why);
-                vm_stop_escalate(vm, (int)cfg->stop_grace_s * 1000);
+                char life[32];
+                units_format_duration(lifetime_s, life, sizeof(life));
+                snprintf(why, sizeof(why), "its lifetime of %s ended", life);
+                stop_step(&st, why);
                 continue;
             }
             if (expires - now < (uint64_t)timeout)
                 timeout = (int)(expires - now);
         } else {
             int stop_wait = vm_stop_tick(vm);
+            say_phase(&st, NULL);
             if (stop_wait >= 0 && stop_wait < timeout)
                 timeout = stop_wait;
         }
-        struct pollfd p[4] = {{sfd, POLLIN, 0},
+        /* Standard output is watched for its reader going away (POLLERR on a pipe,
+         * POLLHUP on a terminal), not for room to write. */
+        struct pollfd p[5] = {{sfd, POLLIN, 0},
                               {ifd, POLLIN, 0},
                               {pidfd, POLLIN, 0},
-                              {vm->qmp ? qmp_fd(vm->qmp) : -1, POLLIN, 0}};
-        if (poll(p, 4, timeout) < 0 && errno != EINTR)
+                              {vm->qmp ? qmp_fd(vm->qmp) : -1, POLLIN, 0},
+                              {out_open ? STDOUT_FILENO : -1, 0, 0}};
+        if (poll(p, 5, timeout) < 0 && errno != EINTR)
             break;
         if (p[0].revents & POLLIN) {
             struct signalfd_siginfo si;
             while (read(sfd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
-                why = vm->stop_phase == VM_STOP_NONE ? "stopping the VM (again to force)"
-                                                     : "forcing the VM to stop";
-                fprintf(stderr, "\nqdesk: %s\n", why);
-                vm_stop_escalate(vm, (int)cfg->stop_grace_s * 1000);
+                snprintf(why, sizeof(why), "SIG%s", sigabbrev_np((int)si.ssi_signo));
+                stop_step(&st, why);
             }
         }
         if (p[1].revents & POLLIN) {
@@ -300,7 +362,12 @@ static int supervise(struct vm *vm, const struct config *cfg, uint64_t lifetime_
             while (read(ifd, ev, sizeof(ev)) > 0)
                 ;
         }
-        copy_serial(serial, &offset);
+        if (out_open &&
+            ((p[4].revents & (POLLERR | POLLHUP)) || copy_serial(serial, &offset) < 0)) {
+            out_open = false;
+            if (vm->stop_phase == VM_STOP_NONE)
+                stop_step(&st, "nobody reads its console: standard output was closed");
+        }
         if (vm->qmp && (p[3].revents & (POLLIN | POLLHUP))) {
             if (qmp_read(vm->qmp) < 0) {
                 qmp_close(vm->qmp);
@@ -315,7 +382,8 @@ static int supervise(struct vm *vm, const struct config *cfg, uint64_t lifetime_
             }
         }
     }
-    copy_serial(serial, &offset);
+    if (out_open)
+        copy_serial(serial, &offset);
     if (sfd >= 0)
         close(sfd);
     if (ifd >= 0)
@@ -337,6 +405,14 @@ static int supervise(struct vm *vm, const struct config *cfg, uint64_t lifetime_
     return 0;
 }
 
+/* Returns true when the VM takes something from the host that the allocator hands
+ * out (a GPU, USB devices, hugepages, pinned CPUs) or checks (a bridge). */
+static bool takes_from_host(const struct spec_request *req, const struct vm_spec *spec)
+{
+    return req->gpu != SPEC_GPU_NONE || req->n_usb || spec->hugepages_kb ||
+           spec->pin_cpus || req->net == SPEC_NET_BRIDGE;
+}
+
 int cli_run(const struct config *cfg, int argc, char **argv)
 {
     struct cli_vm v = {0};
@@ -356,7 +432,6 @@ int cli_run(const struct config *cfg, int argc, char **argv)
         cli_vm_free(&v);
         return rc;
     }
-    uint64_t lifetime = v.req.lifetime_s ? v.req.lifetime_s : cfg->default_lifetime_s;
 
     struct vm_user user = {0};
     if (cfg->qemu_user[0]) {
@@ -371,16 +446,16 @@ int cli_run(const struct config *cfg, int argc, char **argv)
 
     /* Signals are taken through a signalfd once QEMU runs; block them now so a
      * Ctrl-C during start-up is not lost, and QEMU (which resets its mask) is not
-     * affected. */
+     * affected. A closed standard output is an error to handle (the VM is stopped
+     * and cleaned up), not a signal that kills qdesk and leaves QEMU behind. */
     sigset_t mask;
-    sigemptyset(&mask);
-    sigaddset(&mask, SIGINT);
-    sigaddset(&mask, SIGTERM);
-    sigaddset(&mask, SIGHUP);
+    stop_signals(&mask);
     sigprocmask(SIG_BLOCK, &mask, NULL);
+    signal(SIGPIPE, SIG_IGN);
 
-    /* Devices are claimed in the service's store, so the service never hands out
-     * what this VM holds. */
+    /* Host devices are claimed in the service's store, so the service never hands
+     * out what this VM holds; a VM that takes nothing from the host neither opens
+     * the store nor creates it. */
     struct argv a;
     struct vm vm = {0};
     struct session_error se = {0};
@@ -388,14 +463,16 @@ int cli_run(const struct config *cfg, int argc, char **argv)
     argv_init(&a);
     char db[PATH_MAX + 16];
     snprintf(db, sizeof(db), "%s/state.db", cfg->state);
+    bool allocate = takes_from_host(&v.req, &v.spec);
+    bool made_state = !fs_exists(cfg->state), made_runbase = !fs_exists(runbase);
     int mk = fs_mkdir_p(runbase, 0755);
     if (mk < 0) {
         fprintf(stderr, "qdesk: cannot create %s: %s\n", runbase, strerror(-mk));
         rc = 1;
-    } else if (!(st = store_open(db, err, sizeof(err)))) {
+    } else if (allocate && !(st = store_open(db, err, sizeof(err)))) {
         fprintf(stderr, "qdesk: %s\n", err);
         rc = 1;
-    } else if (alloc_acquire(st, cfg, id, &v.req, &v.spec, &user, &se) < 0) {
+    } else if (allocate && alloc_acquire(st, cfg, id, &v.req, &v.spec, &user, &se) < 0) {
         fprintf(stderr, "qdesk: %s\n", se.message);
         rc = 1;
     } else if (qemu_build_cmdline(&a, &v.spec) < 0) {
@@ -412,7 +489,7 @@ int cli_run(const struct config *cfg, int argc, char **argv)
         rc = 1;
     } else {
         char life[32];
-        units_format_duration(lifetime, life, sizeof(life));
+        units_format_duration(v.spec.lifetime_s, life, sizeof(life));
         if (v.spec.gpu_grant.warning[0])
             fprintf(stderr, "qdesk: warning: %s\n", v.spec.gpu_grant.warning);
         fprintf(stderr,
@@ -421,13 +498,21 @@ int cli_run(const struct config *cfg, int argc, char **argv)
                 "qdesk: VNC socket: %s/%s\n",
                 v.req.machine, (int)vm.pid, v.spec.arch, v.spec.kvm ? "KVM" : "TCG", life,
                 rundir, rundir, RUNDIR_VNC);
-        rc = supervise(&vm, cfg, lifetime);
+        if (!v.spec.kvm)
+            fprintf(stderr, "qdesk: TCG, not KVM, because %s\n", v.spec.accel_why);
+        rc = supervise(&vm, cfg, v.spec.lifetime_s);
         vm_cleanup(&vm);
     }
     if (st) {
         alloc_release(st, cfg, id);
         store_close(st);
     }
+    /* The directories this run made for itself go with it, unless something else
+     * (a service, another run) has put files there meanwhile. */
+    if (made_runbase)
+        rmdir(runbase);
+    if (made_state)
+        rmdir(cfg->state);
     argv_free(&a);
     cli_vm_free(&v);
     return rc;
@@ -537,13 +622,13 @@ static void print_header(void)
 static json_t *request_json(const struct spec_request *r)
 {
     json_t *o = json_pack("{s:s}", "machine", r->machine);
-    if (r->cpus)
+    if (r->given & (1u << SPEC_FIELD_CPUS))
         json_object_set_new(o, "cpus", json_integer(r->cpus));
-    if (r->memory_mb)
+    if (r->given & (1u << SPEC_FIELD_MEMORY))
         json_object_set_new(o, "memory_mb", json_integer((json_int_t)r->memory_mb));
-    if (r->lifetime_s)
+    if (r->given & (1u << SPEC_FIELD_LIFETIME))
         json_object_set_new(o, "lifetime_s", json_integer((json_int_t)r->lifetime_s));
-    if (r->disk_gb)
+    if (r->given & (1u << SPEC_FIELD_DISK))
         json_object_set_new(o, "disk_gb", json_integer(r->disk_gb));
     if (r->gpu != SPEC_GPU_NONE) {
         char gpu[96];

@@ -1,7 +1,13 @@
-/* Golden argv tests, libvirt style: every NAME.json in a directory (a request, a
- * catalogue machine and faked host facts) is resolved and built by the same code
- * that `qdesk args`, `qdesk run` and the service use, and the result must equal
+/* Golden argv tests, libvirt style: every NAME.json in a directory (a request as
+ * `qdesk args` takes it, or with "source": "api" as the HTTP API does; catalogue
+ * machines; faked host facts) is resolved and built by the same code that
+ * `qdesk args`, `qdesk run` and the service use, and the result must equal
  * NAME.args (the command line) or NAME.err (the error), byte for byte.
+ *
+ * Machines are faked ("machines": image facts and sidecar keys, read through the
+ * catalogue's sidecar code), or, for what only the image files can show (backing
+ * chains leaving the catalogue), made: "catalogue" lists images that qemu-img
+ * creates in a temporary directory, which catalog_load() then reads.
  *
  *   golden DIR                 check, printing TAP
  *   QDESK_REGENERATE=1 golden DIR   rewrite NAME.args / NAME.err from the code
@@ -15,6 +21,8 @@
 #include "session/alloc.h"
 #include "qemu/spec.h"
 #include "util/fs.h"
+#include "util/log.h"
+#include "util/proc.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -25,6 +33,8 @@
 #include <string.h>
 #include <unistd.h>
 
+/* Where faked machines live; a case's real catalogue (built with qemu-img in a
+ * temporary directory) reads as if it were here too. */
 #define CATALOG_DIR "/srv/qdesk/machines"
 
 static const char *str_or(json_t *o, const char *key, const char *dflt)
@@ -39,6 +49,21 @@ static json_int_t int_or(json_t *o, const char *key, json_int_t dflt)
     return json_is_integer(v) ? json_integer_value(v) : dflt;
 }
 
+/* A program or firmware file at the case's path for key (or dflt); it is there
+ * unless "missing" lists key. */
+static void fake_file(json_t *h, const char *key, const char *dflt, struct spec_file *f)
+{
+    snprintf(f->path, sizeof(f->path), "%s", str_or(h, key, dflt));
+    f->found = true;
+    size_t i;
+    json_t *missing;
+    json_array_foreach(json_object_get(h, "missing"), i, missing)
+    {
+        if (!strcmp(json_string_value(missing) ?: "", key))
+            f->found = false;
+    }
+}
+
 static void fake_host(json_t *h, struct spec_host *host)
 {
     memset(host, 0, sizeof(*host));
@@ -48,18 +73,12 @@ static void fake_host(json_t *h, struct spec_host *host)
     snprintf(host->accel, sizeof(host->accel), "%s", str_or(h, "accel", "auto"));
     host->kvm_usable = json_is_true(json_object_get(h, "kvm_usable")) ||
                        !json_object_get(h, "kvm_usable");
-    snprintf(host->qemu_x86_64, sizeof(host->qemu_x86_64), "%s",
-             str_or(h, "qemu_x86_64", "/usr/bin/qemu-system-x86_64"));
-    snprintf(host->qemu_aarch64, sizeof(host->qemu_aarch64), "%s",
-             str_or(h, "qemu_aarch64", "/usr/bin/qemu-system-aarch64"));
-    snprintf(host->ovmf_code, sizeof(host->ovmf_code), "%s",
-             str_or(h, "ovmf_code", "/usr/share/OVMF/OVMF_CODE_4M.fd"));
-    snprintf(host->ovmf_vars, sizeof(host->ovmf_vars), "%s",
-             str_or(h, "ovmf_vars", "/usr/share/OVMF/OVMF_VARS_4M.fd"));
-    snprintf(host->aavmf_code, sizeof(host->aavmf_code), "%s",
-             str_or(h, "aavmf_code", "/usr/share/AAVMF/AAVMF_CODE.fd"));
-    snprintf(host->aavmf_vars, sizeof(host->aavmf_vars), "%s",
-             str_or(h, "aavmf_vars", "/usr/share/AAVMF/AAVMF_VARS.fd"));
+    fake_file(h, "qemu_x86_64", "/usr/bin/qemu-system-x86_64", &host->qemu_x86_64);
+    fake_file(h, "qemu_aarch64", "/usr/bin/qemu-system-aarch64", &host->qemu_aarch64);
+    fake_file(h, "ovmf_code", "/usr/share/OVMF/OVMF_CODE_4M.fd", &host->ovmf_code);
+    fake_file(h, "ovmf_vars", "/usr/share/OVMF/OVMF_VARS_4M.fd", &host->ovmf_vars);
+    fake_file(h, "aavmf_code", "/usr/share/AAVMF/AAVMF_CODE.fd", &host->aavmf_code);
+    fake_file(h, "aavmf_vars", "/usr/share/AAVMF/AAVMF_VARS.fd", &host->aavmf_vars);
     host->virgl_sdl = json_is_true(json_object_get(h, "virgl_sdl"));
     snprintf(host->x_display, sizeof(host->x_display), "%s", str_or(h, "x_display", ""));
     snprintf(host->hugetlbfs, sizeof(host->hugetlbfs), "%s",
@@ -116,7 +135,6 @@ static int fake_machine(json_t *j, struct catalog_machine *m, char *err, size_t 
                  str_or(layer, "format", "raw"));
         m->n_chain++;
     }
-    snprintf(m->refused, sizeof(m->refused), "%s", str_or(j, "refused", ""));
     const char *key;
     json_t *value;
     json_object_foreach(json_object_get(j, "conf"), key, value)
@@ -138,10 +156,97 @@ static int fake_catalog(json_t *list, struct catalog *c, char *err, size_t errsz
     return 0;
 }
 
-/* Applies the request's fields in order; arrays set a repeated field. */
-static int fake_request(json_t *r, struct spec_request *req, char *err, size_t errsz)
+/* Makes one image of a real catalogue with qemu-img: {"file", "format", "size",
+ * "backing", "backing_format"}, paths relative to root. Returns 0, or -1 with err. */
+static int make_image(const char *qemu_img, const char *root, json_t *image, char *err,
+                      size_t errsz)
+{
+    char path[PATH_MAX], backing[PATH_MAX];
+    snprintf(path, sizeof(path), "%s/%s", root, str_or(image, "file", "?"));
+    char *dir = strrchr(path, '/');
+    *dir = 0;
+    int rc = fs_mkdir_p(path, 0755);
+    *dir = '/';
+    char *argv[12] = {(char *)qemu_img, "create", "-q", "-f",
+                      (char *)str_or(image, "format", "raw")};
+    size_t n = 5;
+    if (json_object_get(image, "backing")) {
+        snprintf(backing, sizeof(backing), "%s/%s", root, str_or(image, "backing", "?"));
+        argv[n++] = "-b";
+        argv[n++] = backing;
+        argv[n++] = "-F";
+        argv[n++] = (char *)str_or(image, "backing_format", "raw");
+    }
+    argv[n++] = path;
+    argv[n++] = (char *)str_or(image, "size", "1M");
+    struct proc_spawn sp = {.argv = argv, .stdout_fd = -1, .stderr_fd = -1};
+    if (rc < 0 || proc_run(&sp, 30000, NULL, 0, err, errsz) != 0) {
+        snprintf(err + strlen(err), errsz - strlen(err), " (making %s)", path);
+        return -1;
+    }
+    return 0;
+}
+
+/* Builds the case's real catalogue ("catalogue": a list of images for make_image())
+ * under a new temporary directory, root (the machines in root/machines; the caller
+ * removes root), and loads it as qdesk does. Returns the catalogue, or NULL with
+ * err. */
+static struct catalog *real_catalog(json_t *images, char root[PATH_MAX], char *err,
+                                    size_t errsz)
+{
+    char tmp[] = "/tmp/qdesk-golden-XXXXXX", qemu_img[PATH_MAX], dir[PATH_MAX + 16];
+    if (!mkdtemp(tmp)) {
+        snprintf(err, errsz, "cannot make a temporary directory: %s", strerror(errno));
+        return NULL;
+    }
+    if (!realpath(tmp, root))
+        snprintf(root, PATH_MAX, "%s", tmp);
+    if (proc_find_exe("qemu-img", qemu_img, sizeof(qemu_img)) < 0) {
+        snprintf(err, errsz, "qemu-img is not installed (Debian package qemu-utils)");
+        return NULL;
+    }
+    size_t i;
+    json_t *image;
+    json_array_foreach(images, i, image)
+    {
+        if (make_image(qemu_img, root, image, err, errsz) < 0)
+            return NULL;
+    }
+    snprintf(dir, sizeof(dir), "%s/machines", root);
+    return catalog_load(dir, qemu_img, err, errsz);
+}
+
+/* Returns s with every from replaced by to, newly allocated. */
+static char *replace_all(const char *s, const char *from, const char *to)
+{
+    size_t n = 0, flen = strlen(from), tlen = strlen(to);
+    for (const char *p = s; (p = strstr(p, from)); p += flen)
+        n++;
+    char *out = malloc(strlen(s) + n * tlen + 1), *o = out;
+    if (!out)
+        return NULL;
+    for (const char *p = s, *hit; *p; p = hit + flen) {
+        hit = strstr(p, from);
+        size_t keep = hit ? (size_t)(hit - p) : strlen(p);
+        memcpy(o, p, keep);
+        o += keep;
+        if (!hit)
+            break;
+        memcpy(o, to, tlen);
+        o += tlen;
+    }
+    *o = 0;
+    return out;
+}
+
+/* Applies the request's fields in order, named as source names them ("cli": the
+ * options of `qdesk args`, "api": the HTTP API's fields); arrays set a repeated
+ * field. */
+static int fake_request(json_t *r, const char *source, struct spec_request *req,
+                        char *err, size_t errsz)
 {
     memset(req, 0, sizeof(*req));
+    req->source = strcmp(source, "api") ? SPEC_FROM_CLI : SPEC_FROM_API;
     const char *key;
     json_t *value;
     json_object_foreach(r, key, value)
@@ -174,8 +279,10 @@ static char *run_case(const char *dir, const char *path, bool *is_err)
     }
     struct spec_host host;
     struct spec_limits lim;
-    struct catalog cat = {.dir = CATALOG_DIR};
+    struct catalog cat = {.dir = CATALOG_DIR}, *real = NULL;
     const struct catalog_machine *m = NULL;
+    json_t *images = json_object_get(j, "catalogue");
+    char root[PATH_MAX] = "";
     struct spec_request req;
     struct vm_spec spec;
     struct config cfg;
@@ -189,9 +296,12 @@ static char *run_case(const char *dir, const char *path, bool *is_err)
     snprintf(rundir, sizeof(rundir), "%s", str_or(j, "rundir", "/run/qdesk/s1"));
 
     char *out = NULL;
-    if (fake_catalog(json_object_get(j, "machines"), &cat, err, sizeof(err)) < 0 ||
-        fake_request(json_object_get(j, "request"), &req, err, sizeof(err)) < 0 ||
-        !(m = catalog_lookup(&cat, req.machine, err, sizeof(err))) ||
+    if ((images ? !(real = real_catalog(images, root, err, sizeof(err)))
+                : fake_catalog(json_object_get(j, "machines"), &cat, err, sizeof(err)) <
+                      0) ||
+        fake_request(json_object_get(j, "request"), str_or(j, "source", "cli"), &req, err,
+                     sizeof(err)) < 0 ||
+        !(m = catalog_lookup(real ? real : &cat, req.machine, err, sizeof(err))) ||
         spec_resolve(&req, m, &host, &lim, name, rundir, &spec, err, sizeof(err)) < 0 ||
         alloc_plan(&cfg, &req, &spec, err, sizeof(err)) < 0 ||
         qemu_build_cmdline(&a, &spec) < 0) {
@@ -206,7 +316,15 @@ static char *run_case(const char *dir, const char *path, bool *is_err)
     }
     argv_free(&a);
     free(cat.machines);
+    catalog_free(real);
     json_decref(j);
+    if (root[0]) {
+        /* Outputs never hold the temporary directory: it reads as /srv/qdesk. */
+        char *fixed = out ? replace_all(out, root, "/srv/qdesk") : NULL;
+        free(out);
+        out = fixed;
+        fs_remove_tree(root);
+    }
     return out;
 }
 
@@ -223,6 +341,7 @@ int main(int argc, char **argv)
     }
     const char *dir = argv[1];
     bool regenerate = getenv("QDESK_REGENERATE") && getenv("QDESK_REGENERATE")[0] == '1';
+    log_set_level(LOG_WARN); /* a refused machine is a case's output, not news */
     char pci_ids[PATH_MAX], usb_ids[PATH_MAX];
     snprintf(pci_ids, sizeof(pci_ids), "%s/../sysfs/ids/pci.ids", dir);
     snprintf(usb_ids, sizeof(usb_ids), "%s/../sysfs/ids/usb.ids", dir);

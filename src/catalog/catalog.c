@@ -8,6 +8,7 @@
 #include "util/proc.h"
 #include "util/units.h"
 
+#include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -103,6 +104,20 @@ static int set_text(char *field, size_t size, const char *key, const char *value
     return 0;
 }
 
+static int set_count(unsigned *field, const char *key, const char *value, unsigned max,
+                     char *err, size_t errsz)
+{
+    char *end;
+    unsigned long n = strtoul(value, &end, 10);
+    if (!isdigit((unsigned char)value[0]) || *end || n < 1 || n > max) {
+        snprintf(err, errsz, "%s: '%s' must be a whole number from 1 to %u", key, value,
+                 max);
+        return -1;
+    }
+    *field = (unsigned)n;
+    return 0;
+}
+
 int catalog_set(struct catalog_machine *m, const char *dir, const char *key,
                 const char *value, char *err, size_t errsz)
 {
@@ -130,17 +145,12 @@ int catalog_set(struct catalog_machine *m, const char *dir, const char *key,
         return sidecar_path(dir, key, value, m->kernel, sizeof(m->kernel), err, errsz);
     if (strcmp(key, "initrd") == 0)
         return sidecar_path(dir, key, value, m->initrd, sizeof(m->initrd), err, errsz);
-    if (strcmp(key, "cpus") == 0) {
-        char *end;
-        unsigned long n = strtoul(value, &end, 10);
-        if (end == value || *end || n < 1 || n > 1024) {
-            snprintf(err, errsz, "cpus: '%s' must be a whole number from 1 to 1024",
-                     value);
-            return -1;
-        }
-        m->cpus = (unsigned)n;
-        return 0;
-    }
+    if (strcmp(key, "cpus") == 0)
+        return set_count(&m->cpus, key, value, 1024, err, errsz);
+    if (strcmp(key, "sockets") == 0)
+        return set_count(&m->sockets, key, value, 64, err, errsz);
+    if (strcmp(key, "threads") == 0)
+        return set_count(&m->threads, key, value, 8, err, errsz);
     if (strcmp(key, "memory") == 0) {
         uint64_t bytes;
         if (units_parse_size(value, 1ULL << 20, &bytes) < 0 || bytes < (1ULL << 20)) {
@@ -187,7 +197,8 @@ int catalog_set(struct catalog_machine *m, const char *dir, const char *key,
     snprintf(
         err, errsz,
         "'%s' is not a machine setting; use description, arch, firmware, machine, cpus, "
-        "memory, kernel, initrd, append, gpu, disk_bus, video, hugepages or pin_cpus",
+        "sockets, threads, memory, kernel, initrd, append, gpu, disk_bus, video, "
+        "hugepages or pin_cpus",
         key);
     return -1;
 }
@@ -219,6 +230,22 @@ int catalog_finish(struct catalog_machine *m, char *err, size_t errsz)
     }
     if (arm && strcmp(m->firmware, "uefi") != 0) {
         snprintf(err, errsz, "firmware: aarch64 guests boot with uefi (AAVMF) only");
+        return -1;
+    }
+    if (m->pin_cpus && (m->sockets || m->threads)) {
+        snprintf(err, errsz,
+                 "sockets, threads: not with pin_cpus, which gives the guest the host's "
+                 "own topology");
+        return -1;
+    }
+    /* vCPUs come in steps of one core in each socket */
+    unsigned step = (m->sockets ? m->sockets : 1) * (m->threads ? m->threads : 1);
+    if (!m->cpus && step > 1)
+        m->cpus = step;
+    if (m->cpus % step) {
+        snprintf(err, errsz,
+                 "cpus: %u is not a multiple of sockets x threads (%u x %u = %u)",
+                 m->cpus, m->sockets ? m->sockets : 1, m->threads ? m->threads : 1, step);
         return -1;
     }
     if (m->initrd[0] && !m->kernel[0]) {

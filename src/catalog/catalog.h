@@ -44,6 +44,8 @@ struct catalog_machine {
     char firmware[8];      /* bios | uefi */
     char machine_type[16]; /* q35 | pc | virt */
     unsigned cpus;         /* default vCPUs; 0 = service default */
+    unsigned sockets;      /* topology: vCPUs = sockets x cores x threads, cores */
+    unsigned threads;      /*   following from the vCPUs; 0 = 1 */
     uint64_t memory_mb;    /* default memory; 0 = service default */
     char kernel[PATH_MAX]; /* direct boot; absolute, inside the directory */
     char initrd[PATH_MAX];

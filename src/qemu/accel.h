@@ -11,4 +11,11 @@
 bool accel_kvm_usable(const char *sysroot, const char *host_arch, char *why,
                       size_t whysz);
 
+/* Returns true when the user QEMU runs as (a name, [qemu] qemu_user) may open
+ * sysroot's /dev/kvm for reading and writing, judged by the device's owner, group
+ * and mode against the user's uid and every group it is in. Otherwise returns false
+ * with the reason, and the fix, in why. */
+bool accel_kvm_allows_user(const char *sysroot, const char *user, char *why,
+                           size_t whysz);
+
 #endif

@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,6 +23,8 @@ struct qmp {
     size_t len, cap;
     json_t *events;  /* array, oldest first */
     json_t *replies; /* replies read while waiting for another id */
+    json_t *waiting; /* object: the ids whose replies a caller will take */
+    bool greeted;    /* the greeting (the one reply without an id) was taken */
     unsigned long next_id;
 };
 
@@ -36,21 +39,19 @@ json_t *qmp_parse_line(const char *line, size_t len)
     return msg;
 }
 
-#define DISCARD_PREFIX "qdesk-discard-"
-
-/* Files a parsed message as an event or a reply; replies nobody waits for are
- * dropped. */
+/* Files a parsed message as an event or a reply. Replies nobody waits for (to a
+ * command sent without an id, or whose caller gave up) are dropped. */
 static void file_message(struct qmp *q, json_t *msg)
 {
     const char *id = json_string_value(json_object_get(msg, "id"));
-    if (id && strncmp(id, DISCARD_PREFIX, strlen(DISCARD_PREFIX)) == 0) {
-        json_decref(msg);
-    } else if (json_object_get(msg, "event")) {
+    if (json_object_get(msg, "event")) {
         if (json_array_size(q->events) >= QMP_EVENTS_MAX)
             json_array_remove(q->events, 0);
         json_array_append_new(q->events, msg);
-    } else {
+    } else if (id ? json_object_get(q->waiting, id) != NULL : !q->greeted) {
         json_array_append_new(q->replies, msg);
+    } else {
+        json_decref(msg);
     }
 }
 
@@ -133,10 +134,17 @@ json_t *qmp_take_reply(struct qmp *q, const char *id)
         if (strcmp(mid ? mid : "", id) == 0) {
             json_incref(msg);
             json_array_remove(q->replies, i);
+            json_object_del(q->waiting, id);
             return msg;
         }
     }
     return NULL;
+}
+
+void qmp_forget(struct qmp *q, const char *id)
+{
+    json_decref(qmp_take_reply(q, id));
+    json_object_del(q->waiting, id);
 }
 
 static int send_all(int fd, const char *s, size_t n)
@@ -156,9 +164,11 @@ static int send_all(int fd, const char *s, size_t n)
 int qmp_send(struct qmp *q, const char *command, json_t *args, char *id, size_t idsz)
 {
     char own[48];
-    snprintf(own, sizeof(own), "%s%lu", id ? "qdesk-" : DISCARD_PREFIX, ++q->next_id);
-    if (id)
+    snprintf(own, sizeof(own), "qdesk-%lu", ++q->next_id);
+    if (id) {
         snprintf(id, idsz, "%s", own);
+        json_object_set_new(q->waiting, own, json_true());
+    }
     json_t *msg = json_pack("{s:s, s:s}", "execute", command, "id", own);
     if (args)
         json_object_set(msg, "arguments", args);
@@ -190,6 +200,7 @@ int qmp_execute(struct qmp *q, const char *command, json_t *args, int timeout_ms
         if (!wait_readable(q->fd, deadline)) {
             snprintf(err, errsz, "%s: no reply from QEMU within %d ms", command,
                      timeout_ms);
+            qmp_forget(q, id);
             return -1;
         }
         if (qmp_read(q) < 0) {
@@ -225,6 +236,7 @@ struct qmp *qmp_new(int fd)
     q->fd = fd;
     q->events = json_array();
     q->replies = json_array();
+    q->waiting = json_object();
     return q;
 }
 
@@ -233,6 +245,7 @@ int qmp_greeted(struct qmp *q)
     json_t *greeting = qmp_take_reply(q, "");
     if (!greeting)
         return 0;
+    q->greeted = true;
     bool ok = json_object_get(greeting, "QMP") != NULL;
     json_decref(greeting);
     return ok ? 1 : -1;
@@ -310,5 +323,6 @@ void qmp_close(struct qmp *q)
     free(q->buf);
     json_decref(q->events);
     json_decref(q->replies);
+    json_decref(q->waiting);
     free(q);
 }

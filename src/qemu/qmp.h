@@ -29,18 +29,23 @@ struct qmp *qmp_new(int fd);
 int qmp_greeted(struct qmp *q);
 
 /* Sends command without waiting. With id (of size idsz) the reply is kept for
- * qmp_take_reply(id); with id NULL it is discarded when it arrives. Returns 0, or
- * -1 when the connection is broken. */
+ * qmp_take_reply(id) until it is taken or qmp_forget(id) says it is not wanted any
+ * more; with id NULL it is discarded when it arrives. Returns 0, or -1 when the
+ * connection is broken. */
 int qmp_send(struct qmp *q, const char *command, json_t *args, char *id, size_t idsz);
 
 /* Removes and returns the reply to id (a new reference), or NULL when it has not
  * arrived yet. */
 json_t *qmp_take_reply(struct qmp *q, const char *id);
 
+/* Gives up on the reply to id (a caller's timeout): it is dropped, now or when it
+ * arrives, so replies nobody will take do not pile up. */
+void qmp_forget(struct qmp *q, const char *id);
+
 /* Runs command with args (borrowed; NULL for none) and waits at most timeout_ms
- * for its reply. Returns 0 and, when ret is not NULL, the "return" value in *ret (a
- * new reference; the caller decrefs it), or -1 with err holding QEMU's error
- * class and description, or why no reply came. */
+ * for its reply (a reply that comes later is dropped). Returns 0 and, when ret is not
+ * NULL, the "return" value in *ret (a new reference; the caller decrefs it), or -1 with
+ * err holding QEMU's error class and description, or why no reply came. */
 int qmp_execute(struct qmp *q, const char *command, json_t *args, int timeout_ms,
                 json_t **ret, char *err, size_t errsz);
 

@@ -110,11 +110,86 @@ static int host_path_ok(const char *field, const char *value, size_t max, char *
     return 0;
 }
 
+/* The fields by source: the API's JSON names and the command line's options. */
+static const char *const field_names[][SPEC_FIELDS] = {
+    [SPEC_FROM_API] = {"machine", "cpus", "memory_mb", "lifetime_s", "disk_gb", "gpu",
+                       "usb", "net", "mounts", "script", "persistent"},
+    [SPEC_FROM_CLI] = {"machine", "--cpus", "--memory", "--lifetime", "--disk", "--gpu",
+                       "--usb", "--net", "--mount", "--script", "--persistent"},
+};
+
+const char *spec_field_name(enum spec_source source, enum spec_field field)
+{
+    return field_names[source == SPEC_FROM_CLI][field];
+}
+
+/* Returns the field source calls name (a command-line option without its dashes),
+ * or -1. Persistent is a flag that callers set directly. */
+static int field_of(enum spec_source source, const char *name)
+{
+    for (int f = 0; f < SPEC_FIELD_PERSISTENT; f++) {
+        const char *known = spec_field_name(source, (enum spec_field)f);
+        if (strcmp(name, known + (strncmp(known, "--", 2) ? 0 : 2)) == 0)
+            return f;
+    }
+    return -1;
+}
+
+/* Reads a number field of r: cpus and disk are counts in both sources; memory and
+ * lifetime are MiB and seconds in the API, a size and a duration on the command
+ * line. */
+static int set_number(struct spec_request *r, enum spec_field f, const char *name,
+                      const char *value, char *err, size_t errsz)
+{
+    bool cli = r->source == SPEC_FROM_CLI;
+    uint64_t n = 0;
+    const char *form;
+    int rc;
+    switch (f) {
+    case SPEC_FIELD_MEMORY:
+        form = cli ? "a size such as 512M or 4G" : "a whole number of MiB";
+        rc = cli ? units_parse_size(value, 1ULL << 20, &n)
+                 : parse_count(value, 0, UINT64_MAX >> 20, &n);
+        n = cli ? n >> 20 : n;
+        break;
+    case SPEC_FIELD_LIFETIME:
+        form =
+            cli ? "a duration such as 90m, 4h, 2d or 1h30m" : "a whole number of seconds";
+        rc =
+            cli ? units_parse_duration(value, &n) : parse_count(value, 0, UINT64_MAX, &n);
+        break;
+    default:
+        form = f == SPEC_FIELD_DISK ? "a whole number of GiB" : "a whole number";
+        rc = parse_count(value, 0, UINT_MAX, &n);
+        break;
+    }
+    if (rc < 0) {
+        snprintf(err, errsz, "%s: '%s' must be %s", name, value, form);
+        return -1;
+    }
+    if (f == SPEC_FIELD_CPUS)
+        r->cpus = (unsigned)n;
+    else if (f == SPEC_FIELD_MEMORY)
+        r->memory_mb = n;
+    else if (f == SPEC_FIELD_LIFETIME)
+        r->lifetime_s = n;
+    else
+        r->disk_gb = (unsigned)n;
+    return 0;
+}
+
 int spec_request_set(struct spec_request *r, const char *field, const char *value,
                      char *err, size_t errsz)
 {
-    uint64_t n;
-    if (strcmp(field, "machine") == 0) {
+    int f = field_of(r->source, field);
+    if (f < 0) {
+        snprintf(err, errsz, "'%s' is not a session field", field);
+        return -1;
+    }
+    const char *name = spec_field_name(r->source, (enum spec_field)f);
+    r->given |= 1u << f;
+    switch ((enum spec_field)f) {
+    case SPEC_FIELD_MACHINE:
         if (catalog_name_ok(value) < 0) {
             snprintf(
                 err, errsz,
@@ -124,60 +199,24 @@ int spec_request_set(struct spec_request *r, const char *field, const char *valu
         }
         snprintf(r->machine, sizeof(r->machine), "%s", value);
         return 0;
-    }
-    if (strcmp(field, "cpus") == 0) {
-        if (parse_count(value, 1, 1024, &n) < 0) {
-            snprintf(err, errsz, "cpus: '%s' must be a whole number of at least 1",
-                     value);
-            return -1;
-        }
-        r->cpus = (unsigned)n;
-        return 0;
-    }
-    if (strcmp(field, "memory") == 0 || strcmp(field, "memory_mb") == 0) {
-        bool api = field[6] == '_';
-        if (api ? parse_count(value, 1, UINT64_MAX >> 20, &n) < 0
-                : units_parse_size(value, 1ULL << 20, &n) < 0 || (n >>= 20) == 0) {
-            snprintf(err, errsz, "%s: '%s' must be %s", field, value,
-                     api ? "a whole number of MiB" : "a size such as 512M or 4G");
-            return -1;
-        }
-        r->memory_mb = n;
-        return 0;
-    }
-    if (strcmp(field, "lifetime") == 0 || strcmp(field, "lifetime_s") == 0) {
-        bool api = field[8] == '_';
-        if (api ? parse_count(value, 1, UINT64_MAX, &n) < 0
-                : units_parse_duration(value, &n) < 0 || n == 0) {
-            snprintf(err, errsz, "%s: '%s' must be %s", field, value,
-                     api ? "a whole number of seconds"
-                         : "a duration such as 90m, 4h, 2d or 1h30m");
-            return -1;
-        }
-        r->lifetime_s = n;
-        return 0;
-    }
-    if (strcmp(field, "disk") == 0 || strcmp(field, "disk_gb") == 0) {
-        if (parse_count(value, 1, 65536, &n) < 0) {
-            snprintf(err, errsz, "%s: '%s' must be a whole number of GiB from 1 to 65536",
-                     field, value);
-            return -1;
-        }
-        r->disk_gb = (unsigned)n;
-        return 0;
-    }
-    if (strcmp(field, "gpu") == 0) {
+    case SPEC_FIELD_CPUS:
+    case SPEC_FIELD_MEMORY:
+    case SPEC_FIELD_LIFETIME:
+    case SPEC_FIELD_DISK:
+        return set_number(r, (enum spec_field)f, name, value, err, errsz);
+    case SPEC_FIELD_GPU: {
         char kind[32];
         const char *colon = strchr(value, ':');
         snprintf(kind, sizeof(kind), "%.*s", colon ? (int)(colon - value) : 31, value);
         int k = spec_gpu_parse(kind);
         if (k < 0 || (colon && k != SPEC_GPU_MDEV)) {
-            snprintf(err, errsz, "gpu: '%s' is not one of %s", value, SPEC_GPU_NAMES);
+            snprintf(err, errsz, "%s: '%s' is not one of %s", name, value,
+                     SPEC_GPU_NAMES);
             return -1;
         }
         if (colon && (!colon[1] || strlen(colon + 1) >= sizeof(r->gpu_type) ||
                       catalog_name_ok(colon + 1) < 0)) {
-            snprintf(err, errsz, "gpu: '%s' is not a mediated device type name",
+            snprintf(err, errsz, "%s: '%s' is not a mediated device type name", name,
                      colon + 1);
             return -1;
         }
@@ -185,22 +224,21 @@ int spec_request_set(struct spec_request *r, const char *field, const char *valu
         snprintf(r->gpu_type, sizeof(r->gpu_type), "%s", colon ? colon + 1 : "");
         return 0;
     }
-    if (strcmp(field, "usb") == 0) {
+    case SPEC_FIELD_USB:
         if (!usb_id_ok(value)) {
             snprintf(err, errsz,
-                     "usb: '%s' must be VID:PID (such as 046d:c52b), BUS-PORT "
+                     "%s: '%s' must be VID:PID (such as 046d:c52b), BUS-PORT "
                      "(such as 1-2.3) or one of " SPEC_USB_EMULATED,
-                     value);
+                     name, value);
             return -1;
         }
         if (r->n_usb == SPEC_MAX_USB) {
-            snprintf(err, errsz, "usb: at most %d devices", SPEC_MAX_USB);
+            snprintf(err, errsz, "%s: at most %d devices", name, SPEC_MAX_USB);
             return -1;
         }
         snprintf(r->usb[r->n_usb++], sizeof(r->usb[0]), "%s", value);
         return 0;
-    }
-    if (strcmp(field, "net") == 0) {
+    case SPEC_FIELD_NET:
         if (strcmp(value, "user") == 0 || strcmp(value, "none") == 0) {
             r->net = value[0] == 'u' ? SPEC_NET_USER : SPEC_NET_NONE;
             return 0;
@@ -211,29 +249,27 @@ int spec_request_set(struct spec_request *r, const char *field, const char *valu
             return 0;
         }
         snprintf(err, errsz,
-                 "net: '%s' must be user, none or bridge=NAME (an interface "
+                 "%s: '%s' must be user, none or bridge=NAME (an interface "
                  "name of up to 15 letters, digits, '_', '.', '-')",
-                 value);
+                 name, value);
         return -1;
-    }
-    if (strcmp(field, "mount") == 0 || strcmp(field, "mounts") == 0) {
-        if (host_path_ok(field, value, sizeof(r->mounts[0]), err, errsz) < 0)
+    case SPEC_FIELD_MOUNTS:
+        if (host_path_ok(name, value, sizeof(r->mounts[0]), err, errsz) < 0)
             return -1;
         if (r->n_mounts == SPEC_MAX_MOUNTS) {
-            snprintf(err, errsz, "%s: at most %d mounts", field, SPEC_MAX_MOUNTS);
+            snprintf(err, errsz, "%s: at most %d mounts", name, SPEC_MAX_MOUNTS);
             return -1;
         }
         snprintf(r->mounts[r->n_mounts++], sizeof(r->mounts[0]), "%s", value);
         return 0;
-    }
-    if (strcmp(field, "script") == 0) {
-        if (host_path_ok(field, value, sizeof(r->script), err, errsz) < 0)
+    case SPEC_FIELD_SCRIPT:
+        if (host_path_ok(name, value, sizeof(r->script), err, errsz) < 0)
             return -1;
         snprintf(r->script, sizeof(r->script), "%s", value);
         return 0;
+    default: /* field_of() returns no other */
+        return -1;
     }
-    snprintf(err, errsz, "'%s' is not a session field", field);
-    return -1;
 }
 
 void spec_limits_from_config(const struct config *cfg, struct spec_limits *lim)
@@ -247,6 +283,33 @@ void spec_limits_from_config(const struct config *cfg, struct spec_limits *lim)
     lim->max_lifetime_s = cfg->max_lifetime_s;
     lim->default_disk_gb = (unsigned)cfg->default_disk_gb;
     lim->max_disk_gb = (unsigned)cfg->max_disk_gb;
+}
+
+/* Returns true when f was found; otherwise false with err saying that what (QEMU,
+ * UEFI) for arch is not installed, where [qemu] key looked for it, and the Debian
+ * package that brings it. */
+static bool installed(const struct spec_file *f, const char *field, const char *key,
+                      const char *arch, const char *what, const char *package, char *err,
+                      size_t errsz)
+{
+    if (f->found)
+        return true;
+    if (f->path[0])
+        snprintf(err, errsz,
+                 "%s: %s for %s is not installed: %s ([qemu] %s) is missing (Debian "
+                 "package %s)",
+                 field, what, arch, f->path, key, package);
+    else
+        snprintf(err, errsz, "%s: %s for %s is not installed (Debian package %s)", field,
+                 what, arch, package);
+    return false;
+}
+
+/* Returns true when req asks for field f (whose value is v) rather than leaving it
+ * to a default: a value other than zero, or a zero it was given. */
+static bool asked(const struct spec_request *req, enum spec_field f, uint64_t v)
+{
+    return v || (req->given & (1u << f));
 }
 
 /* Copies src into dst of size n; refuses what QEMU cannot carry or what does not
@@ -303,26 +366,24 @@ int spec_resolve(const struct spec_request *req, const struct catalog_machine *m
     bool arm = strcmp(m->arch, "aarch64") == 0;
     snprintf(out->arch, sizeof(out->arch), "%s", m->arch);
     snprintf(out->machine_type, sizeof(out->machine_type), "%s", m->machine_type);
-    const char *qemu = arm ? host->qemu_aarch64 : host->qemu_x86_64;
-    if (!qemu[0]) {
-        snprintf(err, errsz,
-                 "machine: no QEMU for %s guests is installed (Debian package %s)",
-                 m->arch, arm ? "qemu-system-arm" : "qemu-system-x86");
+    if (!installed(arm ? &host->qemu_aarch64 : &host->qemu_x86_64, "machine",
+                   arm ? "qemu_aarch64" : "qemu_x86_64", m->arch, "QEMU",
+                   arm ? "qemu-system-arm" : "qemu-system-x86", err, errsz))
         return -1;
-    }
-    snprintf(out->qemu, sizeof(out->qemu), "%s", qemu);
+    snprintf(out->qemu, sizeof(out->qemu), "%s",
+             arm ? host->qemu_aarch64.path : host->qemu_x86_64.path);
     out->uefi = strcmp(m->firmware, "uefi") == 0;
     if (out->uefi) {
-        const char *code = arm ? host->aavmf_code : host->ovmf_code;
-        const char *vars = arm ? host->aavmf_vars : host->ovmf_vars;
-        if (!code[0] || !vars[0]) {
-            snprintf(err, errsz,
-                     "firmware: UEFI for %s is not installed (Debian package %s)",
-                     m->arch, arm ? "qemu-efi-aarch64" : "ovmf");
+        const char *package = arm ? "qemu-efi-aarch64" : "ovmf";
+        const struct spec_file *code = arm ? &host->aavmf_code : &host->ovmf_code;
+        const struct spec_file *vars = arm ? &host->aavmf_vars : &host->ovmf_vars;
+        if (!installed(code, "firmware", arm ? "aavmf_code" : "ovmf_code", m->arch,
+                       "UEFI", package, err, errsz) ||
+            !installed(vars, "firmware", arm ? "aavmf_vars" : "ovmf_vars", m->arch,
+                       "UEFI", package, err, errsz))
             return -1;
-        }
-        snprintf(out->fw_code, sizeof(out->fw_code), "%s", code);
-        snprintf(out->fw_vars, sizeof(out->fw_vars), "%s", vars);
+        snprintf(out->fw_code, sizeof(out->fw_code), "%s", code->path);
+        snprintf(out->fw_vars, sizeof(out->fw_vars), "%s", vars->path);
     }
     bool same_arch = strcmp(host->arch, m->arch) == 0;
     if (strcmp(host->accel, "kvm") == 0) {
@@ -335,40 +396,84 @@ int spec_resolve(const struct spec_request *req, const struct catalog_machine *m
     } else {
         out->kvm = strcmp(host->accel, "auto") == 0 && same_arch && host->kvm_usable;
     }
+    if (!out->kvm && strcmp(host->accel, "tcg") == 0)
+        snprintf(out->accel_why, sizeof(out->accel_why), "[qemu] accel = tcg");
+    else if (!out->kvm && !same_arch)
+        snprintf(out->accel_why, sizeof(out->accel_why),
+                 "KVM runs only %s guests on this host", host->arch);
+    else if (!out->kvm)
+        snprintf(out->accel_why, sizeof(out->accel_why), "%s", host->kvm_why);
 
-    /* CPUs and memory. */
-    unsigned cpus = req->cpus ? req->cpus : m->cpus ? m->cpus : lim->default_cpus;
-    if (cpus < 1 || cpus > host->cores) {
-        snprintf(err, errsz, "cpus: %u is more than this host's %u cores (allowed 1..%u)",
-                 cpus, host->cores, host->cores);
+    /* CPUs, memory and lifetime: what the request asks for (a zero it was given
+     * too), else the machine's default, else the service's. */
+    const char *field = spec_field_name(req->source, SPEC_FIELD_CPUS);
+    unsigned cpus = asked(req, SPEC_FIELD_CPUS, req->cpus) ? req->cpus
+                    : m->cpus                              ? m->cpus
+                                                           : lim->default_cpus;
+    if (cpus > host->cores) {
+        snprintf(err, errsz, "%s: %u is more than this host's %u cores (allowed 1..%u)",
+                 field, cpus, host->cores, host->cores);
         return -1;
     }
-    out->cpus = out->cores = cpus;
-    out->sockets = out->threads = 1;
-    uint64_t mem = req->memory_mb ? req->memory_mb
-                   : m->memory_mb ? m->memory_mb
-                                  : lim->default_memory_mb;
+    if (cpus < 1) {
+        snprintf(err, errsz, "%s: %u is out of range (allowed 1..%u)", field, cpus,
+                 host->cores);
+        return -1;
+    }
+    /* The machine's topology: vCPUs come in steps of one core in each socket. */
+    unsigned sockets = m->sockets ? m->sockets : 1, threads = m->threads ? m->threads : 1;
+    unsigned step = sockets * threads;
+    if (cpus % step) {
+        if (step > host->cores)
+            snprintf(
+                err, errsz,
+                "%s: machine '%s' needs a multiple of its sockets x threads (%u x %u "
+                "= %u) vCPUs, more than this host's %u cores",
+                field, m->name, sockets, threads, step, host->cores);
+        else
+            snprintf(err, errsz,
+                     "%s: %u is not a multiple of sockets x threads (%u x %u = %u) of "
+                     "machine '%s' (allowed %u..%u in steps of %u)",
+                     field, cpus, sockets, threads, step, m->name, step,
+                     host->cores / step * step, step);
+        return -1;
+    }
+    out->cpus = cpus;
+    out->sockets = sockets;
+    out->threads = threads;
+    out->cores = cpus / step;
+    uint64_t mem = asked(req, SPEC_FIELD_MEMORY, req->memory_mb) ? req->memory_mb
+                   : m->memory_mb                                ? m->memory_mb
+                                                                 : lim->default_memory_mb;
     uint64_t max_mem = lim->max_memory_mb ? lim->max_memory_mb : host->memory_mb;
+    uint64_t min_mem = lim->min_memory_mb ? lim->min_memory_mb : 1;
     if (max_mem > host->memory_mb)
         max_mem = host->memory_mb;
-    if (mem < lim->min_memory_mb || mem > max_mem) {
-        snprintf(err, errsz,
-                 "memory_mb: %llu MiB is out of range (allowed %llu..%llu MiB)",
-                 (unsigned long long)mem, (unsigned long long)lim->min_memory_mb,
-                 (unsigned long long)max_mem);
+    if (mem < min_mem || mem > max_mem) {
+        snprintf(err, errsz, "%s: %llu MiB is out of range (allowed %llu..%llu MiB)",
+                 spec_field_name(req->source, SPEC_FIELD_MEMORY), (unsigned long long)mem,
+                 (unsigned long long)min_mem, (unsigned long long)max_mem);
         return -1;
     }
     out->memory_mb = mem;
 
-    uint64_t life = req->lifetime_s ? req->lifetime_s : lim->default_lifetime_s;
-    if (life < lim->min_lifetime_s || life > lim->max_lifetime_s) {
-        char lo[32], hi[32];
-        units_format_duration(lim->min_lifetime_s, lo, sizeof(lo));
+    uint64_t life = asked(req, SPEC_FIELD_LIFETIME, req->lifetime_s)
+                        ? req->lifetime_s
+                        : lim->default_lifetime_s;
+    uint64_t min_life = lim->min_lifetime_s ? lim->min_lifetime_s : 1;
+    if (life < min_life || life > lim->max_lifetime_s) {
+        char value[48], lo[32], hi[32];
+        if (req->source == SPEC_FROM_CLI)
+            units_format_duration(life, value, sizeof(value));
+        else
+            snprintf(value, sizeof(value), "%llu seconds", (unsigned long long)life);
+        units_format_duration(min_life, lo, sizeof(lo));
         units_format_duration(lim->max_lifetime_s, hi, sizeof(hi));
-        snprintf(err, errsz, "lifetime_s: %llu seconds is out of range (allowed %s..%s)",
-                 (unsigned long long)life, lo, hi);
+        snprintf(err, errsz, "%s: %s is out of range (allowed %s..%s)",
+                 spec_field_name(req->source, SPEC_FIELD_LIFETIME), value, lo, hi);
         return -1;
     }
+    out->lifetime_s = life;
 
     /* Boot media. */
     out->cdrom = m->media == CATALOG_MEDIA_CDROM;
@@ -382,15 +487,22 @@ int spec_resolve(const struct spec_request *req, const struct catalog_machine *m
         out->n_chain++;
     }
     snprintf(out->disk_bus, sizeof(out->disk_bus), "%s", m->disk_bus);
-    if (req->disk_gb && !out->cdrom) {
-        snprintf(err, errsz,
-                 "disk_gb: only machines that boot from an ISO get a data disk");
+    field = spec_field_name(req->source, SPEC_FIELD_DISK);
+    bool disk_asked = asked(req, SPEC_FIELD_DISK, req->disk_gb);
+    if (disk_asked && !out->cdrom) {
+        snprintf(err, errsz, "%s: only machines that boot from an ISO get a data disk",
+                 field);
         return -1;
     }
     if (out->cdrom) {
-        out->data_disk_gb = req->disk_gb ? req->disk_gb : lim->default_disk_gb;
+        out->data_disk_gb = disk_asked ? req->disk_gb : lim->default_disk_gb;
         if (out->data_disk_gb > lim->max_disk_gb) {
-            snprintf(err, errsz, "disk_gb: %u GiB is more than allowed (1..%u)",
+            snprintf(err, errsz, "%s: %u GiB is more than allowed (1..%u)", field,
+                     out->data_disk_gb, lim->max_disk_gb);
+            return -1;
+        }
+        if (out->data_disk_gb < 1) {
+            snprintf(err, errsz, "%s: %u GiB is out of range (allowed 1..%u)", field,
                      out->data_disk_gb, lim->max_disk_gb);
             return -1;
         }
@@ -406,7 +518,8 @@ int spec_resolve(const struct spec_request *req, const struct catalog_machine *m
     /* Devices. */
     snprintf(out->video, sizeof(out->video), "%s", m->video);
     if (!(m->gpus & (1u << req->gpu))) {
-        snprintf(err, errsz, "gpu: machine '%s' does not allow gpu '%s'", m->name,
+        snprintf(err, errsz, "%s: machine '%s' does not allow gpu '%s'",
+                 spec_field_name(req->source, SPEC_FIELD_GPU), m->name,
                  spec_gpu_name(req->gpu));
         return -1;
     }
@@ -417,19 +530,12 @@ int spec_resolve(const struct spec_request *req, const struct catalog_machine *m
     out->hugepages_kb = m->hugepages_kb;
     snprintf(out->hugetlbfs, sizeof(out->hugetlbfs), "%s", host->hugetlbfs);
     out->pin_cpus = m->pin_cpus;
-    if (out->pin_cpus && out->cpus > host->cores) {
-        snprintf(err, errsz,
-                 "cpus: pinning %u vCPUs needs as many host CPUs (this host has "
-                 "%u)",
-                 out->cpus, host->cores);
-        return -1;
-    }
     /* Not in this version: say so rather than start a guest without them. */
     if (req->n_mounts || req->script[0] || req->persistent) {
         snprintf(err, errsz, "%s: not available in this version of qdesk",
-                 req->n_mounts    ? "mounts"
-                 : req->script[0] ? "script"
-                                  : "persistent");
+                 spec_field_name(req->source, req->n_mounts    ? SPEC_FIELD_MOUNTS
+                                              : req->script[0] ? SPEC_FIELD_SCRIPT
+                                                               : SPEC_FIELD_PERSISTENT));
         return -1;
     }
     out->net = req->net;
@@ -445,12 +551,18 @@ int spec_resolve(const struct spec_request *req, const struct catalog_machine *m
     return 0;
 }
 
-static void find_file(char *out, size_t outsz, const char *configured)
+/* Fills f with the configured path (which must be there for mode, R_OK or X_OK), or,
+ * when none is configured and program is not NULL, with where program is found. */
+static void find_file(struct spec_file *f, const char *configured, const char *program,
+                      int mode)
 {
-    if (configured[0] && access(configured, R_OK) == 0)
-        snprintf(out, outsz, "%s", configured);
+    snprintf(f->path, sizeof(f->path), "%s", configured);
+    if (configured[0])
+        f->found = access(configured, mode) == 0;
+    else if (program && proc_find_exe(program, f->path, sizeof(f->path)) == 0)
+        f->found = true;
     else
-        out[0] = 0;
+        f->path[0] = 0;
 }
 
 int spec_host_probe(const struct config *cfg, struct spec_host *host)
@@ -463,25 +575,20 @@ int spec_host_probe(const struct config *cfg, struct spec_host *host)
     long long total = load_meminfo_mb(cfg->sysroot, "MemTotal");
     host->memory_mb = total > 0 ? (uint64_t)total : 0;
     snprintf(host->accel, sizeof(host->accel), "%s", cfg->accel);
-    host->kvm_usable =
-        accel_kvm_usable(cfg->sysroot, host->arch, host->kvm_why, sizeof(host->kvm_why));
+    host->kvm_usable = accel_kvm_usable(cfg->sysroot, host->arch, host->kvm_why,
+                                        sizeof(host->kvm_why)) &&
+                       (!cfg->qemu_user[0] ||
+                        accel_kvm_allows_user(cfg->sysroot, cfg->qemu_user, host->kvm_why,
+                                              sizeof(host->kvm_why)));
     if (!host->kvm_usable && strcmp(cfg->accel, "auto") == 0)
         log_info("accel: guests run under TCG because %s", host->kvm_why);
 
-    if (cfg->qemu_x86_64[0])
-        find_file(host->qemu_x86_64, sizeof(host->qemu_x86_64), cfg->qemu_x86_64);
-    else if (proc_find_exe("qemu-system-x86_64", host->qemu_x86_64,
-                           sizeof(host->qemu_x86_64)) < 0)
-        host->qemu_x86_64[0] = 0;
-    if (cfg->qemu_aarch64[0])
-        find_file(host->qemu_aarch64, sizeof(host->qemu_aarch64), cfg->qemu_aarch64);
-    else if (proc_find_exe("qemu-system-aarch64", host->qemu_aarch64,
-                           sizeof(host->qemu_aarch64)) < 0)
-        host->qemu_aarch64[0] = 0;
-    find_file(host->ovmf_code, sizeof(host->ovmf_code), cfg->ovmf_code);
-    find_file(host->ovmf_vars, sizeof(host->ovmf_vars), cfg->ovmf_vars);
-    find_file(host->aavmf_code, sizeof(host->aavmf_code), cfg->aavmf_code);
-    find_file(host->aavmf_vars, sizeof(host->aavmf_vars), cfg->aavmf_vars);
+    find_file(&host->qemu_x86_64, cfg->qemu_x86_64, "qemu-system-x86_64", X_OK);
+    find_file(&host->qemu_aarch64, cfg->qemu_aarch64, "qemu-system-aarch64", X_OK);
+    find_file(&host->ovmf_code, cfg->ovmf_code, NULL, R_OK);
+    find_file(&host->ovmf_vars, cfg->ovmf_vars, NULL, R_OK);
+    find_file(&host->aavmf_code, cfg->aavmf_code, NULL, R_OK);
+    find_file(&host->aavmf_vars, cfg->aavmf_vars, NULL, R_OK);
     host->virgl_sdl = strcmp(cfg->virgl_display, "sdl") == 0;
     snprintf(host->x_display, sizeof(host->x_display), "%s", cfg->virgl_x_display);
     snprintf(host->hugetlbfs, sizeof(host->hugetlbfs), "%s", cfg->hugetlbfs);

@@ -34,9 +34,39 @@ enum spec_net { SPEC_NET_USER, SPEC_NET_BRIDGE, SPEC_NET_NONE };
 int spec_gpu_parse(const char *name);
 const char *spec_gpu_name(enum spec_gpu kind);
 
+/* Where a request comes from. Its fields are named, and read, as users there know
+ * them; every check is the same. */
+enum spec_source {
+    SPEC_FROM_API, /* JSON fields: memory_mb (MiB), lifetime_s (seconds), disk_gb */
+    SPEC_FROM_CLI, /* options: --memory SIZE, --lifetime DURATION, --disk GB */
+};
+
+/* The fields a user sets. */
+enum spec_field {
+    SPEC_FIELD_MACHINE,
+    SPEC_FIELD_CPUS,
+    SPEC_FIELD_MEMORY,
+    SPEC_FIELD_LIFETIME,
+    SPEC_FIELD_DISK,
+    SPEC_FIELD_GPU,
+    SPEC_FIELD_USB,
+    SPEC_FIELD_NET,
+    SPEC_FIELD_MOUNTS,
+    SPEC_FIELD_SCRIPT,
+    SPEC_FIELD_PERSISTENT,
+    SPEC_FIELDS
+};
+
+/* Returns the name users of source know field by, as error messages give it:
+ * "memory_mb" in the API, "--memory" on the command line. */
+const char *spec_field_name(enum spec_source source, enum spec_field field);
+
 /* A user's choices. Zero or empty fields take the machine's or the service's
- * default. */
+ * default, unless spec_request_set() was given the zero (which is then refused
+ * with the allowed range). */
 struct spec_request {
+    enum spec_source source;
+    unsigned given; /* bit (1 << enum spec_field) for each field set */
     char machine[SPEC_NAME_MAX];
     unsigned cpus;
     uint64_t memory_mb;
@@ -55,11 +85,13 @@ struct spec_request {
     bool persistent;
 };
 
-/* Sets one field of r from its text form. field is a command-line option name
- * without dashes ("cpus", "memory", "lifetime", "disk", "gpu", "usb", "net",
- * "mount", "script") or an HTTP API field name ("memory_mb", "lifetime_s",
- * "disk_gb", "mounts"); repeated fields (usb, mount) append. Returns 0, or -1 with
- * err naming the field and what is allowed. */
+/* Sets one field of r from its text form, as r->source names and writes it: an
+ * HTTP API field ("cpus", "memory_mb", "lifetime_s", "disk_gb", "gpu", "usb",
+ * "net", "mounts", "script", "machine") or a command-line option without its
+ * dashes ("memory" takes a size, "lifetime" a duration, "disk", "mount", ...);
+ * repeated fields (usb, mounts) append. Checks the form only: ranges, which depend
+ * on the host and the machine, are spec_resolve()'s. Returns 0, or -1 with err
+ * naming the field and what is allowed. */
 int spec_request_set(struct spec_request *r, const char *field, const char *value,
                      char *err, size_t errsz);
 
@@ -76,6 +108,13 @@ struct spec_limits {
     unsigned max_disk_gb;
 };
 
+/* A program or firmware file QEMU is given: where it is, or where the config said it
+ * would be. */
+struct spec_file {
+    char path[PATH_MAX]; /* "": not configured, and not found where looked for */
+    bool found;
+};
+
 /* Facts about the host. Probed by spec_host_probe(), or faked by the tests. */
 struct spec_host {
     char arch[16]; /* the host's own arch: KVM runs only same-arch guests */
@@ -84,12 +123,8 @@ struct spec_host {
     char accel[8];     /* config: auto | kvm | tcg */
     bool kvm_usable;   /* /dev/kvm opens and can run ordinary guests */
     char kvm_why[256]; /* why KVM is not usable */
-    char qemu_x86_64[PATH_MAX];
-    char qemu_aarch64[PATH_MAX];
-    char ovmf_code[PATH_MAX];
-    char ovmf_vars[PATH_MAX];
-    char aavmf_code[PATH_MAX];
-    char aavmf_vars[PATH_MAX];
+    struct spec_file qemu_x86_64, qemu_aarch64; /* [qemu] keys of the same names */
+    struct spec_file ovmf_code, ovmf_vars, aavmf_code, aavmf_vars;
     bool virgl_sdl;           /* virgl renders in an X display (SDL), not egl-headless */
     char x_display[32];       /* that X display */
     char hugetlbfs[PATH_MAX]; /* where hugetlbfs is mounted */
@@ -126,8 +161,10 @@ struct vm_spec {
     char fw_code[PATH_MAX]; /* UEFI firmware; fw_vars is the template copied */
     char fw_vars[PATH_MAX]; /*   per session into RUNDIR/vars.fd */
     bool kvm;
+    char accel_why[256]; /* why TCG rather than KVM (kvm false) */
     unsigned cpus, sockets, cores, threads;
     uint64_t memory_mb;
+    uint64_t lifetime_s;
 
     bool cdrom;               /* chain[0] is an ISO */
     struct vm_layer chain[8]; /* base image and its backing files, top first */
@@ -164,8 +201,9 @@ int spec_resolve(const struct spec_request *req, const struct catalog_machine *m
                  size_t errsz);
 
 /* Fills host with this machine's facts: cores, memory, QEMU binaries, firmware,
- * and whether KVM can run guests (reading sysroot's /dev/kvm and /proc/cpuinfo).
- * accel is the configured mode (auto | kvm | tcg). Returns 0. */
+ * and whether KVM can run guests (reading sysroot's /dev/kvm and /proc/cpuinfo;
+ * with a [qemu] qemu_user, that user must be allowed to open /dev/kvm too). accel
+ * is the configured mode (auto | kvm | tcg). Returns 0. */
 struct config;
 int spec_host_probe(const struct config *cfg, struct spec_host *host);
 

@@ -131,6 +131,17 @@ int vm_spawn(struct vm *vm, const struct vm_spec *s, const struct argv *a,
         fs_write_file(path, text, strlen(text), 0600);
     free(text);
 
+    /* QEMU keeps its user's groups (kvm, render, ...), as a login would. */
+    gid_t groups[PROC_GROUPS_MAX];
+    int n_groups = 0;
+    if (user && user->set &&
+        (n_groups = proc_user_groups(user->uid, user->gid, groups, PROC_GROUPS_MAX)) <
+            0) {
+        snprintf(err, errsz,
+                 "the QEMU user (uid %u, [qemu] qemu_user) is in more than %d groups",
+                 (unsigned)user->uid, PROC_GROUPS_MAX);
+        return -1;
+    }
     int tap = -1;
     char tap_name[IFNAMSIZ];
     if (s->net == SPEC_NET_BRIDGE &&
@@ -156,6 +167,8 @@ int vm_spawn(struct vm *vm, const struct vm_spec *s, const struct argv *a,
         .drop_privileges = user && user->set,
         .uid = user ? user->uid : 0,
         .gid = user ? user->gid : 0,
+        .groups = groups,
+        .n_groups = (size_t)n_groups,
         /* vfio pins all guest memory (plus QEMU's own) */
         .limit_memlock = s->gpu_grant.n_fn || s->gpu_grant.mdev_sysfsdev[0]
                              ? (s->memory_mb + 1024) << 20
@@ -281,14 +294,14 @@ void vm_stop_escalate(struct vm *vm, int grace_ms)
         __attribute__((fallthrough));
     case VM_STOP_POWERDOWN:
         vm->stop_phase = VM_STOP_QUIT;
-        vm->stop_deadline = now + 5000;
+        vm->stop_deadline = now + VM_QUIT_TIMEOUT_MS;
         if (vm->qmp && qmp_send(vm->qmp, "quit", NULL, NULL, 0) == 0)
             return;
         __attribute__((fallthrough));
     case VM_STOP_QUIT:
     case VM_STOP_KILL:
         vm->stop_phase = VM_STOP_KILL;
-        vm->stop_deadline = now + 5000;
+        vm->stop_deadline = now + VM_QUIT_TIMEOUT_MS;
         kill_vm(vm);
         return;
     }
@@ -308,15 +321,6 @@ int vm_stop_tick(struct vm *vm)
         now = proc_now_ms();
     }
     return vm->stop_deadline > now ? (int)(vm->stop_deadline - now) : 0;
-}
-
-enum vm_stop_phase vm_stop(struct vm *vm, int grace_ms)
-{
-    vm_stop_escalate(vm, grace_ms);
-    int wait;
-    while ((wait = vm_stop_tick(vm)) >= 0)
-        vm_wait_exit(vm, wait > 0 ? wait : 1);
-    return vm->stop_phase;
 }
 
 void vm_cleanup(struct vm *vm)

@@ -17,6 +17,9 @@
 
 #define RUNDIR_LOG "qemu.log" /* QEMU's standard error */
 
+/* How long QEMU has to quit when told to, before it is killed. */
+#define VM_QUIT_TIMEOUT_MS 5000
+
 /* The unprivileged user QEMU runs as; set = false keeps the service's own. */
 struct vm_user {
     bool set;
@@ -74,18 +77,14 @@ bool vm_wait_exit(struct vm *vm, int timeout_ms);
 
 /* Starts or hurries a graceful stop without waiting: the first call presses the
  * ACPI power button and allows grace_ms; each further call moves on at once to
- * "quit" (allowing 5 s), then to SIGKILL. */
+ * "quit" (allowing VM_QUIT_TIMEOUT_MS), then to SIGKILL. Without QMP the phases
+ * that need it are skipped. vm->stop_phase says where the stop is. */
 void vm_stop_escalate(struct vm *vm, int grace_ms);
 
 /* Escalates a stop whose phase has outlived its deadline. Returns the ms until the
  * next deadline, or -1 when no stop is under way or QEMU is gone. Call it when
  * that time has passed. */
 int vm_stop_tick(struct vm *vm);
-
-/* Stops QEMU gracefully and waits for it to be gone (vm_stop_escalate() and
- * vm_stop_tick() in a loop). Returns the phase that ended it: VM_STOP_POWERDOWN
- * when the guest powered off, VM_STOP_QUIT, or VM_STOP_KILL. */
-enum vm_stop_phase vm_stop(struct vm *vm, int grace_ms);
 
 /* Kills QEMU if it still runs, reaps it, closes QMP and removes the run directory
  * with everything in it. Safe to call more than once. */

@@ -80,18 +80,25 @@ static bool shell_safe(char c)
            strchr("_-=,./:@+%", c) != NULL;
 }
 
+/* Appends s to the string in out (of size outsz). Returns 0, or -1 when it does not
+ * fit (out is then unchanged). */
+static int append(char *out, size_t outsz, const char *s)
+{
+    size_t len = strlen(out), n = strlen(s);
+    if (len + n + 1 > outsz)
+        return -1;
+    memcpy(out + len, s, n + 1);
+    return 0;
+}
+
 int argv_shell_quote(const char *s, char *out, size_t outsz)
 {
     size_t len = strlen(out);
     bool plain = *s != 0;
     for (const char *p = s; *p; p++)
         plain = plain && shell_safe(*p);
-    if (plain) {
-        if (len + strlen(s) + 1 > outsz)
-            return -1;
-        strcpy(out + len, s);
-        return 0;
-    }
+    if (plain)
+        return append(out, outsz, s);
     /* 'it'\''s' */
     if (len + 1 >= outsz)
         return -1;
@@ -120,15 +127,18 @@ char *argv_format(const struct argv *a)
     char *out = calloc(1, size);
     if (!out)
         return NULL;
-    for (size_t i = 0; i < a->n; i++) {
+    int rc = 0;
+    for (size_t i = 0; i < a->n && rc == 0; i++) {
+        /* an option starts a line of its own; its value follows it */
         if (i > 0)
-            strcat(out, a->v[i][0] == '-' ? " \\\n" : " ");
-        if (argv_shell_quote(a->v[i], out, size) < 0) {
-            free(out);
-            return NULL;
-        }
+            rc = append(out, size, a->v[i][0] == '-' ? " \\\n" : " ");
+        if (rc == 0)
+            rc = argv_shell_quote(a->v[i], out, size);
     }
-    strcat(out, "\n");
+    if (rc < 0 || append(out, size, "\n") < 0) {
+        free(out);
+        return NULL;
+    }
     return out;
 }
 

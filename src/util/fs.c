@@ -71,22 +71,7 @@ int fs_read_line(const char *path, char *out, size_t outsz)
     return 0;
 }
 
-int fs_write_str(const char *path, const char *s)
-{
-    int fd = open(path, O_WRONLY | O_CLOEXEC);
-    if (fd < 0)
-        return -errno;
-    size_t len = strlen(s);
-    ssize_t w = write(fd, s, len);
-    int saved = errno;
-    if (close(fd) < 0 && w >= 0)
-        return -errno;
-    if (w < 0)
-        return -saved;
-    return (size_t)w == len ? 0 : -EIO;
-}
-
-static int write_all(int fd, const void *data, size_t len)
+int fs_write_all(int fd, const void *data, size_t len)
 {
     const char *p = data;
     while (len > 0) {
@@ -109,7 +94,7 @@ int fs_write_file(const char *path, const void *data, size_t len, mode_t mode)
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
     if (fd < 0)
         return -errno;
-    int rc = write_all(fd, data, len);
+    int rc = fs_write_all(fd, data, len);
     if (rc == 0 && fsync(fd) < 0)
         rc = -errno;
     if (close(fd) < 0 && rc == 0)
@@ -180,7 +165,7 @@ int fs_copy_file(const char *src, const char *dst, mode_t mode)
             rc = r < 0 ? -errno : 0;
             break;
         }
-        rc = write_all(out, buf, (size_t)r);
+        rc = fs_write_all(out, buf, (size_t)r);
         if (rc < 0)
             break;
     }

@@ -14,9 +14,9 @@ char *fs_read_file(const char *path, size_t max, size_t *len);
  * the trailing newline. Returns 0, or -errno. */
 int fs_read_line(const char *path, char *out, size_t outsz);
 
-/* Writes s to an existing file (a sysfs or procfs attribute) with one write().
- * Returns 0, or -errno. */
-int fs_write_str(const char *path, const char *s);
+/* Writes all len bytes of data to fd, resuming after short writes and EINTR.
+ * Returns 0, or -errno (-EPIPE when the reader of a pipe went away). */
+int fs_write_all(int fd, const void *data, size_t len);
 
 /* Replaces path atomically with data (a temporary file in the same directory,
  * fsync, rename). Returns 0, or -errno. */

@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <limits.h>
 #include <poll.h>
 #include <pwd.h>
 #include <signal.h>
@@ -107,7 +108,8 @@ pid_t proc_spawn(const struct proc_spawn *s, char *err, size_t errsz)
                 child_fail(report, "setrlimit(RLIMIT_MEMLOCK)");
         }
         if (s->drop_privileges) {
-            if (setgroups(1, &s->gid) < 0)
+            if (setgroups(s->n_groups ? s->n_groups : 1,
+                          s->n_groups ? s->groups : &s->gid) < 0)
                 child_fail(report, "setgroups");
             if (setresgid(s->gid, s->gid, s->gid) < 0)
                 child_fail(report, "setresgid");
@@ -150,6 +152,35 @@ int proc_lookup_user(const char *name, uid_t *uid, gid_t *gid, char *err, size_t
     *uid = found->pw_uid;
     *gid = found->pw_gid;
     return 0;
+}
+
+int proc_user_groups(uid_t uid, gid_t gid, gid_t *groups, size_t max)
+{
+    struct passwd pw, *found = NULL;
+    char buf[4096];
+    if (max == 0)
+        return -1;
+    if (getpwuid_r(uid, &pw, buf, sizeof(buf), &found) != 0 || !found) {
+        groups[0] = gid;
+        return 1;
+    }
+    int n = max > INT_MAX ? INT_MAX : (int)max;
+    return getgrouplist(found->pw_name, gid, groups, &n) < 0 ? -1 : n;
+}
+
+bool proc_may_read_write(const struct stat *st, uid_t uid, const gid_t *groups,
+                         size_t n_groups)
+{
+    const mode_t rw_user = S_IRUSR | S_IWUSR, rw_group = S_IRGRP | S_IWGRP,
+                 rw_other = S_IROTH | S_IWOTH;
+    if (uid == 0)
+        return true;
+    if (st->st_uid == uid)
+        return (st->st_mode & rw_user) == rw_user;
+    for (size_t i = 0; i < n_groups; i++)
+        if (groups[i] == st->st_gid)
+            return (st->st_mode & rw_group) == rw_group;
+    return (st->st_mode & rw_other) == rw_other;
 }
 
 uint64_t proc_now_ms(void)

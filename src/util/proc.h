@@ -6,7 +6,10 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/stat.h>
 #include <sys/types.h>
+
+#define PROC_GROUPS_MAX 64 /* supplementary groups a spawned child may keep */
 
 struct proc_spawn {
     char *const *argv;   /* argv[0] must be an absolute path */
@@ -17,9 +20,11 @@ struct proc_spawn {
     int stderr_fd;        /* -1: /dev/null */
     const char *cwd;      /* NULL: "/" */
     bool new_session;     /* setsid(): survives the parent and its terminal */
-    bool drop_privileges; /* switch to uid/gid (and their groups) before exec */
+    bool drop_privileges; /* switch to uid, gid and groups before exec */
     uid_t uid;
     gid_t gid;
+    const gid_t *groups; /* supplementary groups (proc_user_groups()); none: gid only */
+    size_t n_groups;
     uint64_t limit_as;      /* RLIMIT_AS in bytes; 0: unchanged */
     uint64_t limit_cpu;     /* RLIMIT_CPU in seconds; 0: unchanged */
     uint64_t limit_memlock; /* RLIMIT_MEMLOCK in bytes; 0: unchanged */
@@ -31,6 +36,19 @@ pid_t proc_spawn(const struct proc_spawn *s, char *err, size_t errsz);
 
 /* Looks up a user by name for spawn's privilege drop. Returns 0, or -1 with err. */
 int proc_lookup_user(const char *name, uid_t *uid, gid_t *gid, char *err, size_t errsz);
+
+/* Fills groups (room for max) with the groups a process of the user uid has after
+ * a login (what initgroups() would set): gid, its primary group, and every group
+ * the group database lists the user in. A uid without a passwd entry has gid
+ * alone. Returns the number of groups, or -1 when the user has more than max. */
+int proc_user_groups(uid_t uid, gid_t gid, gid_t *groups, size_t max);
+
+/* Returns true when a process running as uid with groups may open a file with st's
+ * owner, group and permission bits for reading and writing: root always may;
+ * otherwise the owner's, the group's or the others' bits decide, whichever class
+ * the process falls in first. POSIX ACLs are not read. */
+bool proc_may_read_write(const struct stat *st, uid_t uid, const gid_t *groups,
+                         size_t n_groups);
 
 /* Runs argv to completion within timeout_ms, capturing at most max_out bytes of its
  * standard output into a newly allocated *out (the caller frees it; may be NULL

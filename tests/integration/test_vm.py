@@ -1,14 +1,17 @@
 #!/usr/bin/python3
 """The VM engine with real QEMU and the demo guest: every image format boots to its
-desktop, with SeaBIOS and with OVMF; `qdesk run` stops cleanly on Ctrl-C, notices a
-QEMU that was killed, refuses what is missing with a clear error, and leaves
-nothing behind in its run directories."""
+desktop, with SeaBIOS and with OVMF; `qdesk run` stops cleanly on Ctrl-C, goes on to
+"quit" and SIGKILL when the guest or QEMU does not listen, stops when nobody reads its
+console, notices a QEMU that was killed, refuses what is missing with a clear error,
+and leaves nothing behind in its run directories."""
+import json
 import os
 import pwd
 import re
 import select
 import shutil
 import signal
+import sqlite3
 import subprocess
 import tempfile
 import time
@@ -26,6 +29,13 @@ FORMATS = {"qcow2": "qcow2", "raw": "raw", "vmdk": "vmdk", "vdi": "vdi", "vhdx":
 for ext, fmt in FORMATS.items():
     subprocess.run(["qemu-img", "convert", "-O", fmt, ISO, os.path.join(CAT, f"demo.{ext}"
                     if ext == "qcow2" else f"demo-{ext}.{ext}")], check=True)
+# The demo kernel with ACPI off: the guest never sees the power button, so a stop
+# must go on to "quit".
+with open(os.path.join(MACHINES, "demo-kernel.conf")) as f:
+    APPEND = next(l.split("=", 1)[1].strip() for l in f if l.startswith("append"))
+with open(os.path.join(CAT, "demo-noacpi.conf"), "w") as f:
+    f.write("kernel = demo-kernel.vmlinux\ninitrd = demo-kernel.initrd\nmemory = 256M\n"
+            f"append = {APPEND} acpi=off\n")
 # The same disk again, booted with UEFI.
 shutil.copy(os.path.join(CAT, "demo.qcow2"), os.path.join(CAT, "demo-uefi.qcow2"))
 with open(os.path.join(CAT, "demo-uefi.conf"), "w") as f:
@@ -37,70 +47,135 @@ with open(os.path.join(CAT, "demo.conf"), "w") as f:
     f.write("memory = 512M\n")
 
 
-def config(extra=""):
+def config(extra="", grace="15s"):
     """A config with a state directory of its own; returns (path, state dir)."""
     d = tempfile.mkdtemp(prefix="run-", dir=WORK)
     os.chmod(d, 0o755)
     path = os.path.join(d, "qdesk.conf")
     with open(path, "w") as f:
         f.write(f"[paths]\nmachines = {CAT}\nstate = {d}/state\n"
-                f"[qemu]\nstop_grace_s = 15s\n{extra}")
+                f"[qemu]\nstop_grace_s = {grace}\n{extra}")
     return path, os.path.join(d, "state")
 
 
-class Run:
-    """`qdesk run MACHINE` in the foreground, its console read line by line."""
+class Stream:
+    """One output of a process, read line by line without blocking."""
 
-    def __init__(self, machine, *opts, extra=""):
-        self.conf, self.state = config(extra)
+    def __init__(self, pipe):
+        self.pipe, self.lines, self.buf = pipe, [], ""
+
+    def read(self, timeout):
+        """Adds what arrives within timeout to lines; returns False at the end."""
+        ready, _, _ = select.select([self.pipe.fileno()], [], [], timeout)
+        if not ready:
+            return True
+        chunk = os.read(self.pipe.fileno(), 65536)
+        self.buf += chunk.decode(errors="replace").replace("\r", "")
+        *done, self.buf = self.buf.split("\n")
+        self.lines += done
+        return bool(chunk)
+
+    def rest(self):
+        """Reads to the end (the process has exited)."""
+        while self.read(1):
+            pass
+        if self.buf:
+            self.lines.append(self.buf)
+            self.buf = ""
+
+
+class Run:
+    """`qdesk run MACHINE` in the foreground, its console (standard output) and its
+    messages (standard error) read line by line."""
+
+    def __init__(self, machine, *opts, extra="", grace="15s"):
+        self.conf, self.state = config(extra, grace)
         self.proc = subprocess.Popen([QDESK, "-c", self.conf, "run", machine, *opts],
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         self.started = time.monotonic()
-        self.lines = []
-        self.buf = ""
+        self.out, self.err = Stream(self.proc.stdout), Stream(self.proc.stderr)
+        self.lines = self.out.lines
+
+    def _wait(self, stream, pattern, timeout):
+        rx = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        seen = 0
+        while time.monotonic() < deadline:
+            more = stream.read(0.1)
+            for line in stream.lines[seen:]:
+                if rx.search(line):
+                    return time.monotonic() - self.started
+            seen = len(stream.lines)
+            if not more:
+                break  # qdesk run ended
+        self.err.read(0)
+        raise AssertionError(f"no /{pattern}/ within {timeout}s; console tail: "
+                             f"{self.lines[-10:]}; qdesk said: {self.err.lines}")
 
     def wait_line(self, pattern, timeout=30):
         """Reads the console until a line matches; returns the seconds since start."""
-        rx = re.compile(pattern)
-        deadline = time.monotonic() + timeout
-        fd = self.proc.stdout.fileno()
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([fd], [], [], 0.1)
-            chunk = os.read(fd, 65536) if ready else b""
-            if ready and not chunk:
-                self.proc.wait(timeout=10)  # qdesk run ended
-                break
-            self.buf += chunk.decode(errors="replace").replace("\r", "")
-            *done, self.buf = self.buf.split("\n")
-            for line in done:
-                self.lines.append(line)
-                if rx.search(line):
-                    return time.monotonic() - self.started
-        err = ""
-        if self.proc.poll() is not None:
-            err = self.proc.stderr.read().decode(errors="replace")
-        raise AssertionError(f"no /{pattern}/ within {timeout}s; console tail: "
-                             f"{self.lines[-10:]}; qdesk said: {err}")
+        return self._wait(self.out, pattern, timeout)
+
+    def wait_message(self, pattern, timeout=30):
+        """Reads qdesk's messages until a line matches."""
+        return self._wait(self.err, pattern, timeout)
+
+    def qemu_pid(self):
+        rundir = os.path.join(self.state, "run", leftovers(self.state)[0])
+        with open(os.path.join(rundir, "qemu.pid")) as f:
+            return int(f.read())
 
     def finish(self, timeout=40):
+        """Waits for qdesk run to end; returns its status and everything it said."""
         rc = self.proc.wait(timeout=timeout)
-        rest = self.buf + self.proc.stdout.read().decode(errors="replace")
-        self.lines += rest.splitlines()
-        return rc, self.proc.stderr.read().decode(errors="replace")
+        if not self.proc.stdout.closed:
+            self.out.rest()
+        self.err.rest()
+        return rc, "\n".join(self.err.lines)
 
 
-def boots_and_stops(machine, *opts):
-    """Boots machine to its desktop, presses Ctrl-C, and checks the clean end."""
-    r = Run(machine, "--lifetime", "5m", *opts)
-    took = r.wait_line(r"^QDESK-DEMO-READY", 60)
-    assert leftovers(r.state), "a running VM has a run directory"
+def interrupt(r, pid):
     r.proc.send_signal(signal.SIGINT)
-    rc, err = r.finish()
+
+
+def run_and_stop(machine, *opts, grace="15s", extra="", stop=interrupt):
+    """Boots machine with `qdesk run` to its desktop, has stop(run, QEMU's pid) look
+    at it and stop it, and checks the clean end: status 0, no run directory and no
+    QEMU left. Returns the run and what qdesk said."""
+    r = Run(machine, "--lifetime", "5m", *opts, extra=extra, grace=grace)
+    r.took = r.wait_line(r"^QDESK-DEMO-READY", 60)
+    pid = r.qemu_pid()
+    try:
+        stop(r, pid)
+        rc, err = r.finish()
+    finally:
+        if not process_gone(pid):
+            os.kill(pid, signal.SIGKILL)
     assert rc == 0, f"qdesk run exited {rc}: {err}"
+    assert leftovers(r.state) == [], f"left behind: {leftovers(r.state)}"
+    assert process_gone(pid), f"QEMU (pid {pid}) still runs"
+    return r, err
+
+
+def rundir_of(r):
+    return os.path.join(r.state, "run", leftovers(r.state)[0])
+
+
+def boots_and_stops(machine, *opts, while_running=None):
+    """Boots machine to its desktop, runs while_running(run directory) if given,
+    presses Ctrl-C, and checks the clean end."""
+    def stop(r, pid):
+        if while_running:
+            while_running(rundir_of(r))
+        interrupt(r, pid)
+    r, err = run_and_stop(machine, *opts, stop=stop)
     assert "QDESK-POWEROFF" in r.lines, "the guest was not asked to power off"
     assert "VNC socket:" in err and "run directory:" in err, err
-    assert leftovers(r.state) == [], f"left behind: {leftovers(r.state)}"
-    print(f"# {machine}: desktop after {took:.1f}s")
+    # TCG or KVM, and when TCG, why
+    assert re.search(r"under KVM|qdesk: TCG, not KVM, because \S", err), err
+    # a VM that takes no host devices needs no store: no state at all is left
+    assert not os.path.exists(r.state), f"left behind: {os.listdir(r.state)}"
+    print(f"# {machine}: desktop after {r.took:.1f}s")
 
 
 @test
@@ -135,7 +210,13 @@ def vpc_boots_to_desktop():
 
 @test
 def iso_boots_as_cdrom_with_data_disk():
-    boots_and_stops("demo-live", "--disk", "2")
+    def data_disk_has_2_gib(rundir):
+        out = subprocess.run(["qemu-img", "info", "-U", "--output=json",
+                              os.path.join(rundir, "data.qcow2")],
+                             capture_output=True, text=True, check=True).stdout
+        info = json.loads(out)
+        assert info["format"] == "qcow2" and info["virtual-size"] == 2 << 30, info
+    boots_and_stops("demo-live", "--disk", "2", while_running=data_disk_has_2_gib)
 
 
 @test
@@ -153,7 +234,7 @@ def lifetime_ends_the_vm():
     r = Run("demo-kernel", "--lifetime", "8s", extra="[sessions]\nmin_lifetime_s = 5s\n")
     r.wait_line(r"^QDESK-DEMO-READY", 60)
     rc, err = r.finish(timeout=40)
-    assert rc == 0 and "its lifetime ended" in err, err
+    assert rc == 0 and "stopping the VM (its lifetime of 8s ended)" in err, err
     assert "QDESK-POWEROFF" in r.lines
     assert leftovers(r.state) == []
 
@@ -162,9 +243,7 @@ def lifetime_ends_the_vm():
 def killed_qemu_is_noticed_and_cleaned():
     r = Run("demo-kernel", "--lifetime", "5m")
     r.wait_line(r"^QDESK-DEMO-READY", 60)
-    rundir = os.path.join(r.state, "run", leftovers(r.state)[0])
-    with open(os.path.join(rundir, "qemu.pid")) as f:
-        pid = int(f.read())
+    pid = r.qemu_pid()
     os.kill(pid, signal.SIGKILL)
     rc, err = r.finish(timeout=20)
     assert rc == 1, f"a killed QEMU must fail the run, got {rc}"
@@ -174,20 +253,74 @@ def killed_qemu_is_noticed_and_cleaned():
 
 
 @test
+def run_claims_devices_in_the_store_and_gives_them_back():
+    # USB devices go through the allocator, whose claims live in the service's store
+    # (so a service never hands out what a run holds): the store stays, the run's
+    # claims and files do not.
+    r, err = run_and_stop("demo-kernel", "--usb", "usb-kbd")
+    assert sorted(os.listdir(r.state)) == ["state.db"], os.listdir(r.state)
+    db = sqlite3.connect(os.path.join(r.state, "state.db"))
+    assert db.execute("SELECT COUNT(*) FROM allocations").fetchone()[0] == 0
+    db.close()
+
+
+@test
+def run_stops_when_its_console_reader_goes_away():
+    # `qdesk run demo | head`: once nobody reads the console, the VM is stopped and
+    # cleaned up, rather than qdesk dying of SIGPIPE and leaving QEMU running.
+    r, err = run_and_stop("demo-kernel", stop=lambda r, pid: r.proc.stdout.close())
+    assert "stopping the VM (nobody reads its console: standard output was closed): " \
+        "pressing the guest's power button" in err, err
+
+
+@test
+def run_quits_qemu_when_the_guest_ignores_the_power_button():
+    r, err = run_and_stop("demo-noacpi", grace="2s",
+                          stop=lambda r, pid: r.proc.send_signal(signal.SIGTERM))
+    assert "stopping the VM (SIGTERM): pressing the guest's power button (it has 2s" \
+        in err, err
+    assert "the guest did not power off within 2s; quitting QEMU" in err, err
+    assert "QDESK-POWEROFF" not in r.lines, "an acpi=off guest saw the power button"
+    assert "killing QEMU" not in err, err
+
+
+@test
+def run_kills_a_qemu_that_does_not_answer():
+    def freeze_and_stop(r, pid):
+        os.kill(pid, signal.SIGSTOP)  # QEMU hears neither the power button nor "quit"
+        r.proc.send_signal(signal.SIGTERM)
+    r, err = run_and_stop("demo-kernel", grace="1s", stop=freeze_and_stop)
+    assert "the guest did not power off within 1s; quitting QEMU" in err, err
+    assert "QEMU did not quit within 5s; killing QEMU (SIGKILL)" in err, err
+
+
+@test
+def run_forced_by_a_second_ctrl_c():
+    # The grace period is far longer than the test may take: only the second
+    # Ctrl-C can end this run.
+    def twice(r, pid):
+        interrupt(r, pid)
+        r.wait_message(r"stopping the VM \(SIGINT\): pressing the guest's power button")
+        interrupt(r, pid)
+    r, err = run_and_stop("demo-noacpi", grace="10m", stop=twice)
+    assert "forcing the stop (SIGINT): quitting QEMU" in err, err
+    assert "did not power off within" not in err, err
+
+
+@test
 def qemu_runs_as_the_configured_user():
     nobody = pwd.getpwnam("nobody")
-    r = Run("demo-kernel", "--lifetime", "5m", extra="qemu_user = nobody\n")
-    r.wait_line(r"^QDESK-DEMO-READY", 60)
-    rundir = os.path.join(r.state, "run", leftovers(r.state)[0])
-    with open(os.path.join(rundir, "qemu.pid")) as f:
-        pid = int(f.read())
-    uids = [l for l in open(f"/proc/{pid}/status") if l.startswith("Uid:")][0].split()[1:]
-    assert uids == [str(nobody.pw_uid)] * 4, f"QEMU runs with uids {uids}"
-    assert os.stat(rundir).st_uid == nobody.pw_uid
-    assert os.stat(rundir).st_mode & 0o777 == 0o700
-    r.proc.send_signal(signal.SIGINT)
-    rc, err = r.finish()
-    assert rc == 0 and leftovers(r.state) == [], err
+
+    def check(r, pid):
+        status = {l.split(":")[0]: l.split()[1:] for l in open(f"/proc/{pid}/status")}
+        assert status["Uid"] == [str(nobody.pw_uid)] * 4, f"QEMU runs as {status['Uid']}"
+        # with the user's groups (kvm, render, ...), not its primary group alone
+        assert sorted(map(int, status["Groups"])) == \
+            sorted(set(os.getgrouplist("nobody", nobody.pw_gid))), status["Groups"]
+        assert os.stat(rundir_of(r)).st_uid == nobody.pw_uid
+        assert os.stat(rundir_of(r)).st_mode & 0o777 == 0o700
+        interrupt(r, pid)
+    run_and_stop("demo-kernel", extra="qemu_user = nobody\n", stop=check)
 
 
 @test
@@ -201,11 +334,17 @@ def qemu_that_fails_to_start_leaves_nothing():
 
 @test
 def missing_pieces_get_clear_errors():
+    # each names the configured path and the Debian package that brings the piece
     cases = [
-        ("demo-uefi", "ovmf_code = /nonexistent/OVMF_CODE.fd\n", "Debian package ovmf"),
-        ("demo", "qemu_img = /nonexistent/qemu-img\n", "Debian package qemu-utils"),
+        ("demo-uefi", "ovmf_code = /nonexistent/OVMF_CODE.fd\n",
+         "/nonexistent/OVMF_CODE.fd ([qemu] ovmf_code) is missing (Debian package ovmf)"),
+        ("demo-uefi", "ovmf_vars = /nonexistent/OVMF_VARS.fd\n",
+         "/nonexistent/OVMF_VARS.fd ([qemu] ovmf_vars) is missing (Debian package ovmf)"),
+        ("demo", "qemu_img = /nonexistent/qemu-img\n",
+         "qemu-img at /nonexistent/qemu-img is not installed (Debian package qemu-utils)"),
         ("demo", "qemu_x86_64 = /nonexistent/qemu-system-x86_64\n",
-         "Debian package qemu-system-x86"),
+         "/nonexistent/qemu-system-x86_64 ([qemu] qemu_x86_64) is missing "
+         "(Debian package qemu-system-x86)"),
     ]
     for machine, extra, want in cases:
         r = Run(machine, extra=extra)
@@ -228,10 +367,14 @@ def missing_pieces_get_clear_errors():
 
 @test
 def bad_options_name_the_field():
-    cases = [(["--cpus", "999"], "cpus: 999 is more than this host's"),
-             (["--memory", "12X"], "memory: '12X' must be a size"),
-             (["--lifetime", "90"], "lifetime: '90' must be a duration"),
-             (["--memory", "64M"], "memory_mb: 64 MiB is out of range")]
+    cores = os.cpu_count()
+    cases = [(["--cpus", "999"], f"--cpus: 999 is more than this host's {cores} cores "
+              f"(allowed 1..{cores})"),
+             (["--cpus", "0"], f"--cpus: 0 is out of range (allowed 1..{cores})"),
+             (["--memory", "12X"], "--memory: '12X' must be a size"),
+             (["--lifetime", "90"], "--lifetime: '90' must be a duration"),
+             (["--lifetime", "30d"], "--lifetime: 30d is out of range (allowed 1m..7d)"),
+             (["--memory", "64M"], "--memory: 64 MiB is out of range (allowed 128..")]
     for opts, want in cases:
         r = Run("demo", *opts)
         rc, err = r.finish(timeout=20)

@@ -56,7 +56,7 @@ static int setup(void **state)
 
     image("debian.qcow2", "qcow2");
     put("debian.conf", "# Debian\ndescription = Debian 12, GNOME\ncpus = 2\nmemory = 2G\n"
-                       "firmware = uefi\ngpu = virgl, passthrough\n");
+                       "firmware = uefi\ngpu = virgl, passthrough\nsockets = 2\n");
     image("disguised.img", "qcow2");
     image("plain.raw", "raw");
     image("old.vhd", "vpc");
@@ -98,6 +98,8 @@ static int setup(void **state)
     put("tiny.conf",
         "description = kernel only\nkernel = tiny.vmlinuz\nappend = quiet\n");
     put("tiny.vmlinuz", "not really a kernel");
+    put("oddtopo.conf", "kernel = tiny.vmlinuz\ncpus = 3\nthreads = 2\n");
+    put("bigtopo.conf", "kernel = tiny.vmlinuz\nthreads = 9\n");
     snprintf(path, sizeof(path), "%s/escape.vmlinuz", dir);
     assert_int_equal(symlink("/etc/hostname", path), 0);
     put("escape.conf", "kernel = escape.vmlinuz\n");
@@ -172,6 +174,12 @@ static void sidecars(void **state)
     const struct catalog_machine *d = get(c, "debian");
     assert_string_equal(d->description, "Debian 12, GNOME");
     assert_int_equal(d->cpus, 2);
+    assert_int_equal(d->sockets, 2);
+    assert_int_equal(d->threads, 0); /* unset: one */
+    assert_non_null(strstr(get(c, "oddtopo")->refused,
+                           "cpus: 3 is not a multiple of sockets x threads (1 x 2 = 2)"));
+    assert_non_null(strstr(get(c, "bigtopo")->refused,
+                           "threads: '9' must be a whole number from 1 to 8"));
     assert_int_equal(d->memory_mb, 2048);
     assert_string_equal(d->firmware, "uefi");
     assert_string_equal(d->machine_type, "q35");

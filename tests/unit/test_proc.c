@@ -1,9 +1,13 @@
-/* Spawning: clean environment, closed descriptors, passed descriptors, failures. */
+/* Spawning: clean environment, closed descriptors, passed descriptors, failures;
+ * the groups a user keeps and what its permission bits let it open. */
 #include "util/proc.h"
 
 #include <fcntl.h>
+#include <grp.h>
+#include <pwd.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -111,6 +115,77 @@ static void identity_survives_only_for_the_same_process(void **state)
     assert_false(proc_is_same(pid, t));
 }
 
+/* Whether a user is listed in a group entry (its member list). */
+static bool listed(const struct group *g, const char *user)
+{
+    for (char **m = g->gr_mem; *m; m++)
+        if (!strcmp(*m, user))
+            return true;
+    return false;
+}
+
+static bool has_group(const gid_t *groups, int n, gid_t gid)
+{
+    for (int i = 0; i < n; i++)
+        if (groups[i] == gid)
+            return true;
+    return false;
+}
+
+/* QEMU keeps its user's groups (kvm, render): for every user of this machine the
+ * groups are its primary group and exactly the groups that list it. */
+static void users_keep_their_groups(void **state)
+{
+    (void)state;
+    struct passwd *pw;
+    size_t users = 0;
+    setpwent();
+    while ((pw = getpwent())) {
+        gid_t groups[PROC_GROUPS_MAX];
+        int n = proc_user_groups(pw->pw_uid, pw->pw_gid, groups, PROC_GROUPS_MAX);
+        if (n < 0)
+            continue; /* more groups than a child keeps */
+        assert_true(has_group(groups, n, pw->pw_gid));
+        struct group *g;
+        int listed_in = 0;
+        setgrent();
+        while ((g = getgrent()))
+            if (listed(g, pw->pw_name) && g->gr_gid != pw->pw_gid) {
+                assert_true(has_group(groups, n, g->gr_gid));
+                listed_in++;
+            }
+        endgrent();
+        assert_int_equal(n, listed_in + 1);
+        users++;
+    }
+    endpwent();
+    assert_true(users > 0);
+
+    /* a uid nobody knows has its gid alone */
+    gid_t groups[4];
+    assert_int_equal(proc_user_groups(4000000000u, 4000000001u, groups, 4), 1);
+    assert_int_equal(groups[0], 4000000001u);
+}
+
+/* /dev/kvm as Debian's udev makes it: root:kvm, mode 660. */
+static void permission_bits_decide_who_opens(void **state)
+{
+    (void)state;
+    const gid_t kvm = 108, render = 109;
+    struct stat st = {.st_uid = 0, .st_gid = kvm, .st_mode = S_IFCHR | 0660};
+    const gid_t plain[] = {64055}, in_kvm[] = {64055, render, kvm};
+    assert_false(proc_may_read_write(&st, 64055, plain, 1));
+    assert_true(proc_may_read_write(&st, 64055, in_kvm, 3));
+    assert_true(proc_may_read_write(&st, 0, NULL, 0)); /* root */
+    st.st_mode = S_IFCHR | 0640;                       /* the group may only read */
+    assert_false(proc_may_read_write(&st, 64055, in_kvm, 3));
+    st.st_mode = S_IFCHR | 0666;
+    assert_true(proc_may_read_write(&st, 64055, plain, 1));
+    /* the owner's bits decide for the owner, even where the group's would allow */
+    st = (struct stat){.st_uid = 64055, .st_gid = kvm, .st_mode = S_IFCHR | 0060};
+    assert_false(proc_may_read_write(&st, 64055, in_kvm, 3));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -118,6 +193,8 @@ int main(void)
         cmocka_unit_test(only_passed_descriptors_survive),
         cmocka_unit_test(failures_are_reported),
         cmocka_unit_test(identity_survives_only_for_the_same_process),
+        cmocka_unit_test(users_keep_their_groups),
+        cmocka_unit_test(permission_bits_decide_who_opens),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

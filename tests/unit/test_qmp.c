@@ -17,6 +17,7 @@ struct peer {
     int fd;
     const char *greeting;
     pthread_t thread;
+    char late_id[64]; /* the id of the last "late" command */
 };
 
 static void say(int fd, const char *text)
@@ -24,7 +25,8 @@ static void say(int fd, const char *text)
     assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
 }
 
-/* Answers commands like QEMU does; "slow" gets no answer, "bye" closes. */
+/* Answers commands like QEMU does; "slow" gets no answer, "late" an answer after
+ * 200 ms, "bye" closes. */
 static void *peer_main(void *arg)
 {
     struct peer *p = arg;
@@ -66,6 +68,11 @@ static void *peer_main(void *arg)
                          "\"desc\": \"The command bad has not been found\"}, \"id\": "
                          "\"%s\"}\n",
                          id);
+                say(p->fd, out);
+            } else if (!strcmp(name, "late")) {
+                snprintf(p->late_id, sizeof(p->late_id), "%s", id);
+                usleep(200000);
+                snprintf(out, sizeof(out), "{\"return\": {}, \"id\": \"%s\"}\n", id);
                 say(p->fd, out);
             } else if (!strcmp(name, "bye")) {
                 close(p->fd);
@@ -134,6 +141,41 @@ static void commands_events_and_split_replies(void **state)
     pthread_join(p.thread, NULL);
 }
 
+/* A reply that comes after its caller gave up is dropped, not kept for ever. The
+ * peer answers in order, so once query-status is answered, the late reply before
+ * it has been read. */
+static void late_replies_do_not_pile_up(void **state)
+{
+    (void)state;
+    struct peer p;
+    char err[256], id[48];
+    struct qmp *q = start(&p, qemu_greeting, err, sizeof(err));
+    assert_non_null(q);
+    assert_int_equal(qmp_execute(q, "late", NULL, 50, NULL, err, sizeof(err)), -1);
+    assert_string_equal(err, "late: no reply from QEMU within 50 ms");
+    assert_int_equal(qmp_execute(q, "query-status", NULL, 2000, NULL, err, sizeof(err)),
+                     0);
+    assert_null(qmp_take_reply(q, p.late_id));
+
+    /* an event loop's caller gives up with qmp_forget() */
+    assert_int_equal(qmp_send(q, "late", NULL, id, sizeof(id)), 0);
+    qmp_forget(q, id);
+    assert_int_equal(qmp_execute(q, "query-status", NULL, 2000, NULL, err, sizeof(err)),
+                     0);
+    assert_null(qmp_take_reply(q, id));
+
+    /* a reply still wanted is kept until taken, once */
+    assert_int_equal(qmp_send(q, "late", NULL, id, sizeof(id)), 0);
+    assert_int_equal(qmp_execute(q, "query-status", NULL, 2000, NULL, err, sizeof(err)),
+                     0);
+    json_t *reply = qmp_take_reply(q, id);
+    assert_non_null(reply);
+    json_decref(reply);
+    assert_null(qmp_take_reply(q, id));
+    qmp_close(q);
+    pthread_join(p.thread, NULL);
+}
+
 static void garbage_is_an_error(void **state)
 {
     (void)state;
@@ -171,6 +213,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(commands_events_and_split_replies),
+        cmocka_unit_test(late_replies_do_not_pile_up),
         cmocka_unit_test(garbage_is_an_error),
         cmocka_unit_test(a_peer_that_is_not_qemu),
         cmocka_unit_test(line_parser),

@@ -1,13 +1,17 @@
 /* Requests and their resolution: what a user may ask for, and what they get. */
 #include "catalog/catalog.h"
+#include "config.h"
 #include "qemu/spec.h"
+#include "util/fs.h"
 
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <cmocka.h>
 
 static char err[1024];
@@ -19,9 +23,9 @@ static void host_and_limits(struct spec_host *h, struct spec_limits *l)
     h->cores = 4;
     h->memory_mb = 8192;
     snprintf(h->accel, sizeof(h->accel), "auto");
-    snprintf(h->qemu_x86_64, sizeof(h->qemu_x86_64), "/usr/bin/qemu-system-x86_64");
-    snprintf(h->ovmf_code, sizeof(h->ovmf_code), "/fw/code.fd");
-    snprintf(h->ovmf_vars, sizeof(h->ovmf_vars), "/fw/vars.fd");
+    h->qemu_x86_64 = (struct spec_file){"/usr/bin/qemu-system-x86_64", true};
+    h->ovmf_code = (struct spec_file){"/fw/code.fd", true};
+    h->ovmf_vars = (struct spec_file){"/fw/vars.fd", true};
     *l = (struct spec_limits){.min_memory_mb = 128,
                               .default_memory_mb = 1024,
                               .default_cpus = 1,
@@ -46,20 +50,23 @@ static void disk_machine(struct catalog_machine *m, const char *name)
 static void request_fields(void **state)
 {
     (void)state;
-    struct spec_request r = {0};
+    struct spec_request r = {.source = SPEC_FROM_CLI};
     assert_int_equal(spec_request_set(&r, "gpu", "mdev:i915-GVTg_V5_4", err, sizeof(err)),
                      0);
     assert_int_equal(r.gpu, SPEC_GPU_MDEV);
     assert_string_equal(r.gpu_type, "i915-GVTg_V5_4");
     assert_int_equal(spec_request_set(&r, "gpu", "vf:x", err, sizeof(err)), -1);
+    assert_string_equal(err, "--gpu: 'vf:x' is not one of " SPEC_GPU_NAMES);
     assert_int_equal(spec_request_set(&r, "gpu", "mdev:", err, sizeof(err)), -1);
+    /* the command line takes sizes and durations */
     assert_int_equal(spec_request_set(&r, "memory", "2G", err, sizeof(err)), 0);
     assert_int_equal(r.memory_mb, 2048);
-    assert_int_equal(spec_request_set(&r, "memory_mb", "2G", err, sizeof(err)), -1);
-    assert_string_equal(err, "memory_mb: '2G' must be a whole number of MiB");
-    assert_int_equal(spec_request_set(&r, "memory", "100K", err, sizeof(err)), -1);
-    assert_int_equal(spec_request_set(&r, "lifetime_s", "5400", err, sizeof(err)), 0);
+    assert_int_equal(spec_request_set(&r, "memory", "12X", err, sizeof(err)), -1);
+    assert_string_equal(err, "--memory: '12X' must be a size such as 512M or 4G");
+    assert_int_equal(spec_request_set(&r, "lifetime", "1h30m", err, sizeof(err)), 0);
     assert_int_equal(r.lifetime_s, 5400);
+    assert_int_equal(spec_request_set(&r, "memory_mb", "2048", err, sizeof(err)), -1);
+    assert_string_equal(err, "'memory_mb' is not a session field");
     assert_int_equal(spec_request_set(&r, "net", "bridge=br0", err, sizeof(err)), 0);
     assert_int_equal(r.net, SPEC_NET_BRIDGE);
     assert_string_equal(r.bridge, "br0");
@@ -68,6 +75,15 @@ static void request_fields(void **state)
         -1);
     assert_int_equal(spec_request_set(&r, "colour", "red", err, sizeof(err)), -1);
     assert_string_equal(err, "'colour' is not a session field");
+
+    /* the API takes MiB and seconds */
+    struct spec_request a = {0};
+    assert_int_equal(spec_request_set(&a, "memory_mb", "2G", err, sizeof(err)), -1);
+    assert_string_equal(err, "memory_mb: '2G' must be a whole number of MiB");
+    assert_int_equal(spec_request_set(&a, "lifetime_s", "5400", err, sizeof(err)), 0);
+    assert_int_equal(a.lifetime_s, 5400);
+    assert_int_equal(spec_request_set(&a, "memory", "2G", err, sizeof(err)), -1);
+    assert_string_equal(err, "'memory' is not a session field");
 }
 
 static void usb_and_mount_lists(void **state)
@@ -86,11 +102,65 @@ static void usb_and_mount_lists(void **state)
     assert_int_equal(spec_request_set(&r, "usb", "1-1", err, sizeof(err)), -1);
     assert_string_equal(err, "usb: at most 8 devices");
 
-    assert_int_equal(spec_request_set(&r, "mount", "/srv/data", err, sizeof(err)), 0);
-    assert_int_equal(spec_request_set(&r, "mount", "data", err, sizeof(err)), -1);
-    assert_int_equal(spec_request_set(&r, "mount", "/srv/../etc", err, sizeof(err)), -1);
+    assert_int_equal(spec_request_set(&r, "mounts", "/srv/data", err, sizeof(err)), 0);
     assert_int_equal(spec_request_set(&r, "mounts", "/srv/a\nb", err, sizeof(err)), -1);
     assert_non_null(strstr(err, "mounts: control characters"));
+    struct spec_request c = {.source = SPEC_FROM_CLI};
+    assert_int_equal(spec_request_set(&c, "mount", "data", err, sizeof(err)), -1);
+    assert_string_equal(err, "--mount: 'data' must be an absolute path");
+    assert_int_equal(spec_request_set(&c, "mount", "/srv/../etc", err, sizeof(err)), -1);
+}
+
+/* One check, two vocabularies: the command line's options and the API's fields, each
+ * with the range allowed. */
+static void errors_name_the_field_as_its_source_does(void **state)
+{
+    (void)state;
+    struct spec_host h;
+    struct spec_limits l;
+    struct catalog_machine m;
+    struct vm_spec s;
+    host_and_limits(&h, &l);
+    disk_machine(&m, "desk");
+    static const struct {
+        const char *field, *value, *cli, *api_field, *api_value, *api;
+    } cases[] = {
+        {"cpus", "0", "--cpus: 0 is out of range (allowed 1..4)", "cpus", "0",
+         "cpus: 0 is out of range (allowed 1..4)"},
+        {"cpus", "9", "--cpus: 9 is more than this host's 4 cores (allowed 1..4)", "cpus",
+         "9", "cpus: 9 is more than this host's 4 cores (allowed 1..4)"},
+        {"memory", "64M", "--memory: 64 MiB is out of range (allowed 128..8192 MiB)",
+         "memory_mb", "64", "memory_mb: 64 MiB is out of range (allowed 128..8192 MiB)"},
+        {"memory", "100K", "--memory: 0 MiB is out of range (allowed 128..8192 MiB)",
+         "memory_mb", "0", "memory_mb: 0 MiB is out of range (allowed 128..8192 MiB)"},
+        {"lifetime", "30d", "--lifetime: 30d is out of range (allowed 1m..1d)",
+         "lifetime_s", "2592000",
+         "lifetime_s: 2592000 seconds is out of range (allowed 1m..1d)"},
+        {"lifetime", "0s", "--lifetime: 0s is out of range (allowed 1m..1d)",
+         "lifetime_s", "0", "lifetime_s: 0 seconds is out of range (allowed 1m..1d)"},
+        {"disk", "4", "--disk: only machines that boot from an ISO get a data disk",
+         "disk_gb", "4", "disk_gb: only machines that boot from an ISO get a data disk"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct spec_request c = {.source = SPEC_FROM_CLI}, a = {0};
+        assert_int_equal(
+            spec_request_set(&c, cases[i].field, cases[i].value, err, sizeof(err)), 0);
+        assert_int_equal(
+            spec_resolve(&c, &m, &h, &l, "a", "/run/a", &s, err, sizeof(err)), -1);
+        assert_string_equal(err, cases[i].cli);
+        assert_int_equal(spec_request_set(&a, cases[i].api_field, cases[i].api_value, err,
+                                          sizeof(err)),
+                         0);
+        assert_int_equal(
+            spec_resolve(&a, &m, &h, &l, "a", "/run/a", &s, err, sizeof(err)), -1);
+        assert_string_equal(err, cases[i].api);
+    }
+    /* a zero nobody gave is a default */
+    struct spec_request none = {.source = SPEC_FROM_CLI};
+    assert_int_equal(spec_resolve(&none, &m, &h, &l, "a", "/run/a", &s, err, sizeof(err)),
+                     0);
+    assert_int_equal(s.cpus, 1);
+    assert_int_equal(s.lifetime_s, 3600);
 }
 
 static void request_beats_sidecar_beats_service(void **state)
@@ -138,23 +208,72 @@ static void accelerator_choice(void **state)
     host_and_limits(&h, &l);
     disk_machine(&m, "desk");
     h.kvm_usable = false;
+    snprintf(h.kvm_why, sizeof(h.kvm_why), "the CPU has no vmx or svm flag");
     assert_int_equal(spec_resolve(&r, &m, &h, &l, "a", "/run/a", &s, err, sizeof(err)),
                      0);
     assert_false(s.kvm);
+    assert_string_equal(s.accel_why, "the CPU has no vmx or svm flag");
     h.kvm_usable = true;
     assert_int_equal(spec_resolve(&r, &m, &h, &l, "a", "/run/a", &s, err, sizeof(err)),
                      0);
     assert_true(s.kvm);
+    snprintf(h.arch, sizeof(h.arch), "aarch64");
+    assert_int_equal(spec_resolve(&r, &m, &h, &l, "a", "/run/a", &s, err, sizeof(err)),
+                     0);
+    assert_false(s.kvm);
+    assert_string_equal(s.accel_why, "KVM runs only aarch64 guests on this host");
+    snprintf(h.arch, sizeof(h.arch), "x86_64");
     snprintf(h.accel, sizeof(h.accel), "tcg");
     assert_int_equal(spec_resolve(&r, &m, &h, &l, "a", "/run/a", &s, err, sizeof(err)),
                      0);
     assert_false(s.kvm);
+    assert_string_equal(s.accel_why, "[qemu] accel = tcg");
     /* forcing KVM on a host where it cannot run guests is the operator's call */
     h.kvm_usable = false;
     snprintf(h.accel, sizeof(h.accel), "kvm");
     assert_int_equal(spec_resolve(&r, &m, &h, &l, "a", "/run/a", &s, err, sizeof(err)),
                      0);
     assert_true(s.kvm);
+}
+
+/* With a QEMU user configured, KVM is chosen only when that user may open /dev/kvm;
+ * otherwise the reason names the user and the fix. */
+static void kvm_only_for_a_qemu_user_that_may_open_it(void **state)
+{
+    (void)state;
+    char root[] = "/tmp/qdesk-accel-XXXXXX", path[PATH_MAX];
+    assert_non_null(mkdtemp(root));
+    snprintf(path, sizeof(path), "%s/proc", root);
+    assert_int_equal(fs_mkdir_p(path, 0755), 0);
+    snprintf(path, sizeof(path), "%s/proc/cpuinfo", root);
+    const char *cpuinfo = "processor\t: 0\nflags\t\t: fpu vmx sse2\n";
+    assert_int_equal(fs_write_file(path, cpuinfo, strlen(cpuinfo), 0644), 0);
+    snprintf(path, sizeof(path), "%s/dev", root);
+    assert_int_equal(fs_mkdir_p(path, 0755), 0);
+    snprintf(path, sizeof(path), "%s/dev/kvm", root);
+    assert_int_equal(fs_write_file(path, "", 0, 0600), 0);
+
+    struct config cfg;
+    struct spec_host h;
+    config_defaults(&cfg);
+    snprintf(cfg.sysroot, sizeof(cfg.sysroot), "%s", root);
+    spec_host_probe(&cfg, &h);
+    assert_true(h.kvm_usable); /* the service itself may open it */
+    snprintf(cfg.qemu_user, sizeof(cfg.qemu_user), "nobody");
+    spec_host_probe(&cfg, &h);
+    assert_false(h.kvm_usable);
+    assert_non_null(strstr(h.kvm_why, "QEMU's user nobody ([qemu] qemu_user) may not "
+                                      "open"));
+    assert_non_null(strstr(h.kvm_why, "(mode 600, group"));
+    assert_int_equal(chmod(path, 0666), 0);
+    spec_host_probe(&cfg, &h);
+    assert_true(h.kvm_usable);
+    snprintf(cfg.qemu_user, sizeof(cfg.qemu_user), "no-such-user");
+    spec_host_probe(&cfg, &h);
+    assert_false(h.kvm_usable);
+    assert_string_equal(h.kvm_why,
+                        "[qemu] qemu_user: user 'no-such-user' does not exist");
+    assert_int_equal(fs_remove_tree(root), 0);
 }
 
 static void macs_are_stable_and_distinct(void **state)
@@ -204,8 +323,10 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(request_fields),
         cmocka_unit_test(usb_and_mount_lists),
+        cmocka_unit_test(errors_name_the_field_as_its_source_does),
         cmocka_unit_test(request_beats_sidecar_beats_service),
         cmocka_unit_test(accelerator_choice),
+        cmocka_unit_test(kvm_only_for_a_qemu_user_that_may_open_it),
         cmocka_unit_test(macs_are_stable_and_distinct),
         cmocka_unit_test(iso_gets_a_data_disk),
     };
