@@ -482,7 +482,7 @@ int cli_run(const struct config *cfg, int argc, char **argv)
         fprintf(stderr, "qdesk: %s\n", err);
         rc = 1;
     } else if (vm_spawn(&vm, &v.spec, &a, &user, err, sizeof(err)) < 0 ||
-               vm_connect(&vm, 15000, err, sizeof(err)) < 0) {
+               vm_connect(&vm, (int)cfg->start_timeout_s * 1000, err, sizeof(err)) < 0) {
         fprintf(stderr, "qdesk: %s\n", err);
         snprintf(vm.rundir, sizeof(vm.rundir), "%s", rundir);
         vm_cleanup(&vm);
@@ -587,10 +587,9 @@ static long call_service(const struct config *cfg, const char *method, const cha
 /* Prints the service's error and returns 1. */
 static int service_error(json_t *reply, long status)
 {
-    json_t *e = json_object_get(reply, "error");
-    fprintf(stderr, "qdesk: %s (HTTP %ld)\n",
-            json_string_value(json_object_get(e, "message")) ?: "the service refused",
-            status);
+    const char *msg =
+        json_string_value(json_object_get(json_object_get(reply, "error"), "message"));
+    fprintf(stderr, "qdesk: %s (HTTP %ld)\n", msg ? msg : "the service refused", status);
     return 1;
 }
 
@@ -602,14 +601,17 @@ static void print_session(json_t *s)
     const char *state = json_string_value(json_object_get(s, "state"));
     if (left > 0 && state && strcmp(state, "stopped") && strcmp(state, "failed"))
         units_format_duration((uint64_t)left, life, sizeof(life));
+    const char *url = json_string_value(json_object_get(s, "url")),
+               *error = json_string_value(json_object_get(s, "error"));
     printf("%-17s %-9s %-16s %-10s %4lld %7lld  %-9s %s\n",
            json_string_value(json_object_get(s, "id")), state,
            json_string_value(json_object_get(s, "machine")),
            json_string_value(json_object_get(s, "owner")),
            (long long)json_integer_value(json_object_get(s, "cpus")),
            (long long)json_integer_value(json_object_get(s, "memory_mb")), life,
-           json_string_value(json_object_get(s, "url")) ?: json_string_value(
-                                                               json_object_get(s, "error")) ?: "");
+           url     ? url
+           : error ? error
+                   : "");
 }
 
 static void print_header(void)
@@ -738,28 +740,43 @@ int cli_status(const struct config *cfg, int argc, char **argv)
 
 int cli_stop(const struct config *cfg, int argc, char **argv)
 {
-    if (argc != 2 || (strcmp(argv[1], "--all") &&
-                      strspn(argv[1], "0123456789abcdef") != strlen(argv[1]))) {
-        fprintf(stderr, "usage: qdesk stop ID|--all\n");
+    bool json = false;
+    const char *which = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--json"))
+            json = true;
+        else if (!which &&
+                 (!strcmp(argv[i], "--all") ||
+                  (argv[i][0] && strspn(argv[i], "0123456789abcdef") == strlen(argv[i]))))
+            which = argv[i];
+        else
+            which = "";
+    }
+    if (!which || !which[0]) {
+        fprintf(stderr, "usage: qdesk stop ID|--all [--json]\n");
         return 2;
     }
     char path[128];
-    bool all = !strcmp(argv[1], "--all");
+    bool all = !strcmp(which, "--all");
     snprintf(path, sizeof(path), "/api/v1/sessions%s%s", all ? "" : "/",
-             all ? "" : argv[1]);
+             all ? "" : which);
     json_t *reply = NULL;
     long status = call_service(cfg, "DELETE", path, NULL, &reply);
     int rc = 0;
     if (status < 0)
         return 1;
-    if (status != 200 && status != 202)
+    if (status != 200 && status != 202) {
         rc = service_error(reply, status);
-    else if (all)
+    } else if (json) {
+        json_dumpf(reply, stdout, JSON_INDENT(2));
+        putchar('\n');
+    } else if (all) {
         printf("stopping %lld sessions\n",
                (long long)json_integer_value(json_object_get(reply, "stopping")));
-    else
-        printf("session %s is %s\n", argv[1],
+    } else {
+        printf("session %s is %s\n", which,
                json_string_value(json_object_get(reply, "state")));
+    }
     json_decref(reply);
     return rc;
 }

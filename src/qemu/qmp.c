@@ -212,9 +212,10 @@ int qmp_execute(struct qmp *q, const char *command, json_t *args, int timeout_ms
     }
     json_t *error = json_object_get(reply, "error");
     if (error) {
-        snprintf(err, errsz, "%s: %s: %s", command,
-                 json_string_value(json_object_get(error, "class")) ?: "Error",
-                 json_string_value(json_object_get(error, "desc")) ?: "no description");
+        const char *class = json_string_value(json_object_get(error, "class")),
+                   *desc = json_string_value(json_object_get(error, "desc"));
+        snprintf(err, errsz, "%s: %s: %s", command, class ? class : "Error",
+                 desc ? desc : "no description");
         json_decref(reply);
         return -1;
     }

@@ -158,6 +158,8 @@ static void end_call(struct sessions *ss, struct qmp_call *c, json_t *ret,
             break;
         }
     loop_timer_cancel(ss->loop, c->timeout);
+    if (c->s->vm.qmp) /* a reply that comes after all is dropped, not kept */
+        qmp_forget(c->s->vm.qmp, c->id);
     c->cb(c->s, ret, error, c->arg);
     free(c);
 }

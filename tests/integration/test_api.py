@@ -416,9 +416,14 @@ def cli_talks_to_the_service():
     assert s["id"] in out.stdout and "demo-kernel" in out.stdout, out.stdout
     out = svc.qdesk("start", "demo-kernel", "--cpus", "999")
     assert out.returncode != 0 and "cpus" in out.stderr
-    out = svc.qdesk("stop", s["id"])
-    assert out.returncode == 0 and "stopping" in out.stdout, out.stdout
+    out = svc.qdesk("stop", s["id"], "--json")
+    assert out.returncode == 0 and json.loads(out.stdout)["state"] == "stopping", out.stdout
     svc.wait_state(s["id"], "stopped", 30)
+    b = json.loads(svc.qdesk("start", "demo-kernel", "--memory", "256M", "--json").stdout)
+    out = svc.qdesk("stop", "--all")
+    assert out.returncode == 0 and out.stdout == "stopping 1 sessions\n", out.stdout
+    svc.wait_state(b["id"], "stopped", 30)
+    assert svc.qdesk("stop", "nope").returncode == 2
     # the control socket is for root and the service's user only
     mode = os.stat(os.path.join(svc.state, "control.sock")).st_mode & 0o777
     assert mode == 0o600, oct(mode)
