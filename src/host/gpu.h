@@ -91,6 +91,9 @@ struct gpu_request {
     enum gpu_kind kind;
     char unit[64];          /* "" : the first suitable one */
     char mdev_type[64];     /* mdev: "i915-GVTg_V5_4" or "GVTg_V5_4"; "" any with room */
+    char mdev_uuid[37];     /* mdev: the UUID to make the device with (the allocator
+                               derives it from the session, so one session always names
+                               one device) */
     unsigned vfs;           /* vf: how many VFs to create on a PF that has none (0: as
                                many as it supports) */
     bool seabios;           /* the guest boots with SeaBIOS (x-vga for a VGA card) */
@@ -101,8 +104,10 @@ struct gpu_request {
 
 struct gpu_ops {
     const char *name;
-    /* Fills g for req, reading only. Returns 0, or -1 with err naming the device and
-     * why (a non-viable group names the devices that block it). */
+    /* Fills g for req, reading only. Returns 0; -EBUSY when the host has units of
+     * the kind but none is free now (every VF bound, no mediated instance left; err
+     * names them, and g->unit the full mediated type); or -1 with err naming the device
+     * and why (a non-viable group names the devices that block it). */
     int (*plan)(const char *sysroot, const struct gpu_request *req, struct gpu_grant *g,
                 char *err, size_t errsz);
     /* Makes the host match g and records original drivers in g. On failure undoes

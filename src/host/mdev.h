@@ -28,8 +28,4 @@ void mdev_types_free(struct mdev_type *v);
  * or that name without the driver's prefix ("GVTg_V5_4"). */
 bool mdev_type_matches(const struct mdev_type *m, const char *want);
 
-/* Writes a fresh random (version 4) UUID into out (at least 37 bytes). Returns 0, or
- * -1 with errno. */
-int mdev_uuid(char *out, size_t outsz);
-
 #endif

@@ -48,6 +48,7 @@ static void gpu_request_for(const struct config *cfg, const struct spec_request 
     gr->kind = (enum gpu_kind)req->gpu;
     snprintf(gr->unit, sizeof(gr->unit), "%s", unit ? unit : "");
     snprintf(gr->mdev_type, sizeof(gr->mdev_type), "%s", req->gpu_type);
+    mdev_uuid_for(spec->name, gr->mdev_uuid, sizeof(gr->mdev_uuid));
     gr->vfs = (unsigned)cfg->vfs;
     gr->seabios = !spec->uefi;
     gr->allow_console = cfg->allow_host_console;
@@ -64,11 +65,6 @@ static int plan_gpu(const struct config *cfg, const struct spec_request *req,
     if (gpu_plan(cfg->sysroot, &gr, g, why, sizeof(why)) < 0) {
         snprintf(err, errsz, "gpu: %s", why);
         return -1;
-    }
-    if (g->kind == GPU_KIND_MDEV) {
-        mdev_uuid_for(spec->name, g->mdev_uuid, sizeof(g->mdev_uuid));
-        snprintf(g->mdev_sysfsdev, sizeof(g->mdev_sysfsdev), "/sys/bus/mdev/devices/%s",
-                 g->mdev_uuid);
     }
     if (g->kind == GPU_KIND_VIRGL && spec->virgl_sdl)
         g->warning[0] = 0; /* the X display renders: no render node needed */

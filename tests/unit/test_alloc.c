@@ -25,12 +25,13 @@ static pthread_barrier_t start_line;
 static struct fx_kernel kernel;
 
 /* The fake kernel is one kernel: it reacts to one write at a time. */
-static void serialized_kernel(const char *sysroot, const char *path, const char *value,
-                              void *data)
+static int serialized_kernel(const char *sysroot, const char *path, const char *value,
+                             void *data)
 {
     pthread_mutex_lock(&kernel_lock);
-    fx_kernel_react(sysroot, path, value, data);
+    int rc = fx_kernel_react(sysroot, path, value, data);
     pthread_mutex_unlock(&kernel_lock);
+    return rc;
 }
 
 struct request {
