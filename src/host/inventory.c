@@ -124,9 +124,11 @@ static int list_mdev(const char *sysroot, struct units *u, char *err, size_t err
         snprintf(x->label, sizeof(x->label), "%s on %s (%s)", types[i].type,
                  types[i].parent, types[i].description);
         x->capacity = types[i].available;
-        x->usable = types[i].available > 0;
+        x->used = types[i].instances;
+        x->usable = types[i].available + types[i].instances > 0;
         if (!x->usable)
-            snprintf(x->why, sizeof(x->why), "no free instance");
+            snprintf(x->why, sizeof(x->why), "%s has no room for this type",
+                     types[i].parent);
     }
     mdev_types_free(types);
     return 0;

@@ -7,7 +7,7 @@
  *   vf      "vf:0000:00:02.1"                  an SR-IOV VF (listed before it exists:
  *                                              prepare creates the PF's VFs)
  *   mdev    "mdev:0000:00:02.0/i915-GVTg_V5_4" a mediated type; capacity = free
- *                                              instances
+ *                                              instances, used = made ones
  *   render  "render:renderD128"                a render node, shared (capacity 0)
  *   usb     "usb:1-1.2"                        a USB device by its port
  *
@@ -39,6 +39,8 @@ struct inventory_unit {
     char parent[PCIDEV_ADDR_SIZE]; /* vf: its PF; mdev: its parent */
     unsigned capacity;             /* sessions that can hold it at once: 1 (exclusive),
                                       free instances (mdev), 0 (shared: render) */
+    unsigned used;                 /* mdev: instances that exist (made by qdesk or
+                                      not) */
     bool usable;
     char why[512]; /* why not usable */
 };

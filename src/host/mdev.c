@@ -59,6 +59,9 @@ int mdev_scan(const char *sysroot, struct mdev_type **out, size_t *n, char *err,
             long long avail =
                 sysfs_read_num(sysroot, 0, 10, dir, parent, *t, "available_instances");
             m->available = avail > 0 ? (unsigned)avail : 0;
+            char **made = sysfs_list(sysroot, true, dir, parent, *t, "devices");
+            m->instances = (unsigned)sysfs_names_count(made);
+            sysfs_names_free(made);
             char path[PATH_MAX];
             char *text = NULL;
             if (sysfs_path(path, sizeof(path), sysroot, dir, parent, *t, "description") ==

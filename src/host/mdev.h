@@ -14,6 +14,7 @@ struct mdev_type {
     char name[64];                 /* GVTg_V5_4 */
     char device_api[16];           /* vfio-pci */
     unsigned available;            /* available_instances: how many more can be made */
+    unsigned instances;            /* how many exist (its devices directory) */
     char description[256];         /* its lines joined by ", " */
 };
 
