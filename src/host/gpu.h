@@ -68,8 +68,9 @@ struct gpu_grant {
     bool rombar;            /* rombar=1 (QEMU's default); false: rombar=0 (VFs have no
                                option ROM) */
     char romfile[PATH_MAX]; /* romfile=, from the operator; "" none */
-    bool hide_kvm;          /* a consumer NVIDIA card: -cpu ...,kvm=off,
-                               hv-vendor-id=GPU_HV_VENDOR_ID (see gpu_nvidia_consumer) */
+    bool hide_kvm;          /* a consumer NVIDIA card: -cpu ...,kvm=off, Hyper-V
+                               enlightenments and hv-vendor-id=GPU_HV_VENDOR_ID (see
+                               gpu_nvidia_consumer) */
     char hv_vendor_id[13];
 
     char pf[PCIDEV_ADDR_SIZE]; /* vf: its physical function */

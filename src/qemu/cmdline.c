@@ -71,8 +71,15 @@ static int build_cpu(struct argv *a, const struct vm_spec *s)
     struct qopt o = {0};
     qopt_word(&o, s->kvm ? "host" : "max");
     if (s->gpu_grant.hide_kvm) {
-        /* consumer NVIDIA drivers refuse to run when they see a hypervisor */
+        /* Consumer NVIDIA drivers refuse to run when they see KVM: kvm=off hides its
+         * signature, and the Hyper-V leaves name another vendor. hv-vendor-id alone
+         * changes nothing (QEMU's hyperv.rst: it is not an enlightenment), so the
+         * enlightenments Windows guests want anyway come with it. */
         qopt_word(&o, "kvm=off");
+        qopt_word(&o, "hv-relaxed");
+        qopt_word(&o, "hv-vapic");
+        qopt_word(&o, "hv-spinlocks=0x1fff");
+        qopt_word(&o, "hv-time");
         qopt_add(&o, "hv-vendor-id",
                  s->gpu_grant.hv_vendor_id[0] ? s->gpu_grant.hv_vendor_id
                                               : GPU_HV_VENDOR_ID);
