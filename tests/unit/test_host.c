@@ -123,6 +123,9 @@ static void iommu_report(void **state)
                   "Definition Audio Controller [10de:228b] (driver snd_hda_intel)\n"
                   "IOMMU group 3: not viable: 0000:02:00.1 (Intel Corporation I210 "
                   "Gigabit Network Connection) is bound to igb\n"));
+    /* an NVMe alone in its group does not block itself */
+    assert_non_null(strstr(out_text, "IOMMU group 5: viable, no GPU (isolated; on the "
+                                     "host now: 0000:04:00.0 nvme)\n"));
 
     assert_int_equal(host(fx_tree("nvidia-passthrough"), "iommu", "--json", NULL), 0);
     json_t *j = parsed(), *groups = json_object_get(j, "groups");
@@ -131,6 +134,12 @@ static void iommu_report(void **state)
     json_t *g3 = json_array_get(groups, 3);
     assert_int_equal(json_integer_value(json_object_get(g3, "group")), 3);
     assert_true(json_is_false(json_object_get(g3, "viable")));
+    assert_true(json_is_true(json_object_get(g3, "gpu")));
+    json_t *g5 = json_array_get(groups, 5);
+    assert_true(json_is_true(json_object_get(g5, "viable")));
+    assert_true(json_is_false(json_object_get(g5, "gpu")));
+    assert_string_equal(json_string_value(json_object_get(g5, "host_drivers")),
+                        "0000:04:00.0 nvme");
     json_t *blockers = json_object_get(g3, "blockers");
     assert_int_equal(json_array_size(blockers), 1);
     assert_string_equal(json_string_value(json_array_get(blockers, 0)), "0000:02:00.1");
