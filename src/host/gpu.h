@@ -67,7 +67,7 @@ struct gpu_grant {
                                guest (UEFI guests use the card's GOP instead) */
     bool rombar;            /* rombar=1 (QEMU's default); false: rombar=0 (VFs have no
                                option ROM) */
-    char romfile[PATH_MAX]; /* romfile=, from the operator; "" none */
+    char romfile[PATH_MAX]; /* romfile= (request.rom_dir/ADDR.rom); "" none */
     bool hide_kvm;          /* a consumer NVIDIA card: -cpu ...,kvm=off, Hyper-V
                                enlightenments and hv-vendor-id=GPU_HV_VENDOR_ID (see
                                gpu_nvidia_consumer) */
@@ -100,7 +100,8 @@ struct gpu_request {
     bool seabios;           /* the guest boots with SeaBIOS (x-vga for a VGA card) */
     bool allow_console;     /* the operator allows taking the GPU that shows the host
                                console (never a user's choice) */
-    char romfile[PATH_MAX]; /* passthrough: an option ROM the operator supplies */
+    char rom_dir[PATH_MAX]; /* passthrough: where the operator keeps option ROMs; the
+                               card at ADDR gets DIR/ADDR.rom when it exists */
 };
 
 struct gpu_ops {

@@ -61,6 +61,7 @@ static void gpu_request_for(const struct config *cfg, const struct spec_request 
     gr->vfs = (unsigned)cfg->vfs;
     gr->seabios = !spec->uefi;
     gr->allow_console = cfg->allow_host_console;
+    snprintf(gr->rom_dir, sizeof(gr->rom_dir), "%s", cfg->rom_dir);
 }
 
 /* Plans the GPU for one unit (or the first suitable one when unit is NULL). Returns

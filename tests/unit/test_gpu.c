@@ -48,9 +48,11 @@ static void passthrough_plans_the_whole_card(void **state)
     (void)state;
     struct gpu_grant g;
     struct gpu_request r = request(GPU_KIND_PASSTHROUGH, NULL);
+    snprintf(r.rom_dir, sizeof(r.rom_dir), "/etc/qdesk/roms");
     assert_int_equal(gpu_plan(fx_tree("nvidia-passthrough"), &r, &g, err, sizeof(err)),
                      0);
     assert_int_equal(g.kind, GPU_KIND_PASSTHROUGH);
+    assert_string_equal(g.romfile, ""); /* no ROM for this card: its own */
     assert_string_equal(g.unit, "pci:0000:01:00.0");
     assert_int_equal(g.n_fn, 2);
     assert_string_equal(g.fn[0].addr, "0000:01:00.0");
@@ -118,8 +120,12 @@ static void passthrough_refuses_the_host_console_unless_allowed(void **state)
              "taking it");
     r.allow_console = true;
     r.seabios = true;
+    snprintf(r.rom_dir, sizeof(r.rom_dir), "/etc/qdesk/roms");
     assert_int_equal(gpu_plan(fx_tree("gvtg"), &r, &g, err, sizeof(err)), 0);
     assert_string_equal(g.unit, "pci:0000:00:02.0");
+    /* the operator dumped this iGPU's option ROM */
+    assert_string_equal(g.romfile, "/etc/qdesk/roms/0000:00:02.0.rom");
+    assert_true(g.rombar);
     assert_int_equal(g.n_fn, 1);
     assert_false(g.multifunction);
     assert_true(g.x_vga);
