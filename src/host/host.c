@@ -26,9 +26,10 @@ static const char usage[] =
     "       qdesk host cmdline --gpu ADDR... [--apply] [--json]\n"
     "                                        kernel parameters and modules for those "
     "GPUs;\n"
-    "                                        --apply writes them to /etc/default/grub "
-    "and\n"
-    "                                        /etc/modules-load.d, /etc/modprobe.d\n"
+    "                                        --apply writes them to /etc/default/grub,\n"
+    "                                        /etc/modules-load.d, /etc/modprobe.d and\n"
+    "                                        /etc/initramfs-tools/modules (keeping "
+    "backups)\n"
     "options: --pci-ids FILE, --usb-ids FILE  the device name databases\n";
 
 struct opts {
