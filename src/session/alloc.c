@@ -11,6 +11,7 @@
 #include "qemu/cmdline.h"
 #include "session/store.h"
 #include "util/log.h"
+#include "util/proc.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -200,6 +201,8 @@ static void claims_free(struct claim_list *l)
     l->n = 0;
 }
 
+static int pin_emulators(struct store *st, char *err, size_t errsz);
+
 /* Undoes one claim's effect on the host (not the claim itself). */
 static void undo(const struct config *cfg, const struct claim *c)
 {
@@ -240,12 +243,19 @@ static void undo(const struct config *cfg, const struct claim *c)
 void alloc_release(struct store *st, const struct config *cfg, const char *id)
 {
     struct claim_list l = {.session = id};
+    bool pinned = false;
+    char err[256];
     store_alloc_list(st, collect, &l);
-    for (size_t i = 0; i < l.n; i++)
+    for (size_t i = 0; i < l.n; i++) {
         undo(cfg, &l.v[i]);
+        pinned |= !strcmp(l.v[i].kind, K_CPUPLAN);
+    }
     if (l.n)
         store_alloc_release(st, id);
     claims_free(&l);
+    /* the CPUs it leaves are free for the other sessions' emulator threads */
+    if (pinned && pin_emulators(st, err, sizeof(err)) < 0)
+        log_warn("pinning after session %s: %s", id, err);
 }
 
 void alloc_reconcile(struct store *st, const struct config *cfg,
@@ -673,10 +683,35 @@ static void busy_cpus(struct store *st, cpu_set_t *busy)
     claims_free(&l);
 }
 
+static void json_to_cpus(const json_t *list, cpu_set_t *set)
+{
+    size_t k;
+    json_t *c;
+    CPU_ZERO(set);
+    json_array_foreach(list, k, c)
+    {
+        json_int_t cpu = json_integer_value(c);
+        if (cpu >= 0 && cpu < CPU_SETSIZE)
+            CPU_SET((size_t)cpu, set);
+    }
+}
+
+static json_t *cpus_to_json(const cpu_set_t *set)
+{
+    json_t *list = json_array();
+    for (int c = 0; c < CPU_SETSIZE; c++)
+        if (CPU_ISSET(c, set))
+            json_array_append_new(list, json_integer(c));
+    return list;
+}
+
+/* Claims a host CPU per vCPU, and records the plan: the vCPUs' CPUs and every host
+ * CPU the plan was made among, from which alloc_pin() gives QEMU's other threads
+ * those no vCPU holds. */
 static int acquire_cpus(struct store *st, const struct config *cfg, const char *id,
                         struct vm_spec *spec, struct session_error *e)
 {
-    cpu_set_t busy;
+    cpu_set_t busy, host;
     struct cpu_plan plan;
     char err[512];
     busy_cpus(st, &busy);
@@ -684,26 +719,29 @@ static int acquire_cpus(struct store *st, const struct config *cfg, const char *
         session_refuse(e, SESSION_BUSY, "device_busy", "%s", err);
         return -1;
     }
-    json_t *cpus = json_array(), *emu = json_array();
+    json_t *cpus = json_array();
+    CPU_OR(&host, &busy, &plan.emulator);
     for (unsigned i = 0; i < plan.vcpus; i++) {
         char unit[16];
         snprintf(unit, sizeof(unit), "cpu:%d", plan.vcpu_cpu[i]);
         if (claim_json(st, K_CPU, unit, id, json_pack("{s:i}", "vcpu", (int)i)) != 1) {
             json_decref(cpus);
-            json_decref(emu);
             session_refuse(e, SESSION_BUSY, "device_busy",
                            "cpus: host CPU %d is pinned already", plan.vcpu_cpu[i]);
             return -1;
         }
         json_array_append_new(cpus, json_integer(plan.vcpu_cpu[i]));
+        CPU_SET((size_t)plan.vcpu_cpu[i], &host);
     }
-    for (int c = 0; c < CPU_SETSIZE; c++)
-        if (CPU_ISSET(c, &plan.emulator))
-            json_array_append_new(emu, json_integer(c));
     char unit[64];
     snprintf(unit, sizeof(unit), "cpuplan:%s", id);
-    claim_json(st, K_CPUPLAN, unit, id,
-               json_pack("{s:o, s:o}", "vcpus", cpus, "emulator", emu));
+    if (claim_json(st, K_CPUPLAN, unit, id,
+                   json_pack("{s:o, s:o}", "vcpus", cpus, "host_cpus",
+                             cpus_to_json(&host))) != 1) {
+        session_refuse(e, SESSION_INTERNAL, "store",
+                       "cpus: the pinning plan could not be recorded");
+        return -1;
+    }
     return 0;
 }
 
@@ -730,13 +768,21 @@ int alloc_acquire(struct store *st, const struct config *cfg, const char *id,
         char err[512], unit[64];
         if (hugepages_reserve(cfg->sysroot, spec->hugepages_kb, count, err, sizeof(err)) <
             0) {
-            session_refuse(e, SESSION_FULL, "hugepages", "hugepages: %s", err);
+            session_refuse(e, SESSION_FULL, "hugepages", "%s", err);
             goto fail;
         }
         snprintf(unit, sizeof(unit), "hugepages:%s", id);
-        claim_json(st, K_HUGEPAGES, unit, id,
-                   json_pack("{s:I, s:I}", "size_kb", (json_int_t)spec->hugepages_kb,
-                             "count", (json_int_t)count));
+        if (claim_json(st, K_HUGEPAGES, unit, id,
+                       json_pack("{s:I, s:I}", "size_kb", (json_int_t)spec->hugepages_kb,
+                                 "count", (json_int_t)count)) != 1) {
+            /* unrecorded, no release would give them back: give them back now */
+            if (hugepages_release(cfg->sysroot, spec->hugepages_kb, count, err,
+                                  sizeof(err)) < 0)
+                log_error("session %s: %s", id, err);
+            session_refuse(e, SESSION_INTERNAL, "store",
+                           "hugepages: the reservation could not be recorded");
+            goto fail;
+        }
     }
     if (spec->pin_cpus && acquire_cpus(st, cfg, id, spec, e) < 0)
         goto fail;
@@ -746,49 +792,126 @@ fail:
     return -1;
 }
 
+/* Pins the threads of process pid that are not vCPUs (QEMU's main loop, I/O threads,
+ * iothreads) to set. Returns 0, or -1 with err. */
+static int pin_others(pid_t pid, const json_t *vcpu_tids, const cpu_set_t *set, char *err,
+                      size_t errsz)
+{
+    struct cpu_plan p = {.vcpus = 0, .emulator = *set};
+    pid_t others[256];
+    size_t n_other = 0;
+    char dir[64];
+    snprintf(dir, sizeof(dir), "/proc/%d/task", (int)pid);
+    DIR *d = opendir(dir);
+    struct dirent *de;
+    while (d && (de = readdir(d)) && n_other < 256) {
+        pid_t t = (pid_t)atoi(de->d_name);
+        bool vcpu = false;
+        size_t k;
+        json_t *v;
+        json_array_foreach(vcpu_tids, k, v) vcpu = vcpu || json_integer_value(v) == t;
+        if (t > 0 && !vcpu)
+            others[n_other++] = t;
+    }
+    if (d)
+        closedir(d);
+    return cpu_pin_plan(&p, NULL, 0, others, n_other, err, errsz);
+}
+
+/* QEMU's other threads of every pinned session that still runs go to the host CPUs
+ * no vCPU holds (a session's own vCPUs' when none is left). Run whenever a session
+ * pins or gives its CPUs back: a later session may have taken the CPUs an earlier
+ * one's emulator threads ran on, or freed some. Returns 0, or -1 with err (the
+ * first failure). */
+static int pin_emulators(struct store *st, char *err, size_t errsz)
+{
+    struct claim_list l = {0};
+    cpu_set_t host, vcpus, spare;
+    int rc = 0;
+    store_alloc_list(st, collect, &l);
+    CPU_ZERO(&host);
+    CPU_ZERO(&vcpus);
+    for (size_t i = 0; i < l.n; i++) {
+        json_t *data = json_loads(l.v[i].data, 0, NULL);
+        cpu_set_t set;
+        if (!strcmp(l.v[i].kind, K_CPUPLAN)) {
+            json_to_cpus(json_object_get(data, "host_cpus"), &set);
+            CPU_OR(&host, &host, &set);
+        } else if (!strcmp(l.v[i].kind, K_CPU))
+            CPU_SET((size_t)atoi(l.v[i].unit + 4), &vcpus);
+        json_decref(data);
+    }
+    CPU_XOR(&spare, &host, &vcpus);
+    CPU_AND(&spare, &spare, &host);
+    for (size_t i = 0; i < l.n; i++) {
+        json_t *data = json_loads(l.v[i].data, 0, NULL);
+        json_int_t pid = json_integer_value(json_object_get(data, "pid"));
+        uint64_t start = (uint64_t)json_integer_value(json_object_get(data, "start"));
+        char why[256];
+        if (!strcmp(l.v[i].kind, K_CPUPLAN) && pid > 0 &&
+            proc_is_same((pid_t)pid, start)) {
+            cpu_set_t own;
+            json_to_cpus(json_object_get(data, "vcpus"), &own);
+            if (pin_others((pid_t)pid, json_object_get(data, "vcpu_tids"),
+                           CPU_COUNT(&spare) ? &spare : &own, why, sizeof(why)) < 0 &&
+                rc == 0) {
+                snprintf(err, errsz, "%s", why);
+                rc = -1;
+            }
+        }
+        json_decref(data);
+    }
+    claims_free(&l);
+    return rc;
+}
+
 int alloc_pin(struct store *st, const char *id, int pid, const int *vcpu_tids,
               size_t n_vcpus, char *err, size_t errsz)
 {
     struct claim_list l = {.session = id};
     store_alloc_list(st, collect, &l);
     json_t *plan = NULL;
+    char unit[160] = "";
     for (size_t i = 0; i < l.n && !plan; i++)
-        if (!strcmp(l.v[i].kind, K_CPUPLAN))
+        if (!strcmp(l.v[i].kind, K_CPUPLAN)) {
             plan = json_loads(l.v[i].data, 0, NULL);
+            snprintf(unit, sizeof(unit), "%s", l.v[i].unit);
+        }
     claims_free(&l);
     if (!plan)
         return 0; /* nothing to pin */
-    struct cpu_plan p = {.vcpus =
-                             (unsigned)json_array_size(json_object_get(plan, "vcpus"))};
-    CPU_ZERO(&p.emulator);
-    for (unsigned i = 0; i < p.vcpus && i < CPU_PLAN_MAX; i++)
-        p.vcpu_cpu[i] =
-            (int)json_integer_value(json_array_get(json_object_get(plan, "vcpus"), i));
-    size_t k;
-    json_t *c;
-    json_array_foreach(json_object_get(plan, "emulator"), k, c)
-        CPU_SET((int)json_integer_value(c), &p.emulator);
-    json_decref(plan);
-    /* QEMU's other threads: every task of the process that is not a vCPU. */
-    pid_t tids[CPU_PLAN_MAX], others[256];
-    size_t n_other = 0;
-    for (size_t i = 0; i < n_vcpus && i < CPU_PLAN_MAX; i++)
-        tids[i] = vcpu_tids[i];
-    char dir[64];
-    snprintf(dir, sizeof(dir), "/proc/%d/task", pid);
-    DIR *d = opendir(dir);
-    struct dirent *de;
-    while (d && (de = readdir(d)) && n_other < 256) {
-        pid_t t = (pid_t)atoi(de->d_name);
-        bool vcpu = false;
-        for (size_t i = 0; i < n_vcpus; i++)
-            vcpu = vcpu || vcpu_tids[i] == t;
-        if (t > 0 && !vcpu)
-            others[n_other++] = t;
+    const json_t *cpus = json_object_get(plan, "vcpus");
+    if (n_vcpus > json_array_size(cpus)) {
+        snprintf(err, errsz, "pinning: %zu vCPU threads but the plan has %zu vCPUs",
+                 n_vcpus, json_array_size(cpus));
+        json_decref(plan);
+        return -1;
     }
-    if (d)
-        closedir(d);
-    return cpu_pin_plan(&p, tids, n_vcpus, others, n_other, err, errsz);
+    /* each vCPU on its own CPU */
+    json_t *tids = json_array();
+    int rc = 0;
+    for (size_t i = 0; i < n_vcpus && rc == 0; i++) {
+        cpu_set_t one;
+        CPU_ZERO(&one);
+        CPU_SET((size_t)json_integer_value(json_array_get(cpus, i)), &one);
+        rc = cpu_pin(vcpu_tids[i], &one, err, errsz);
+        json_array_append_new(tids, json_integer(vcpu_tids[i]));
+    }
+    /* the process, so that its other threads follow the CPUs vCPUs leave free */
+    uint64_t start = 0;
+    proc_start_time("/proc", pid, &start);
+    json_object_set_new(plan, "pid", json_integer(pid));
+    json_object_set_new(plan, "start", json_integer((json_int_t)start));
+    json_object_set_new(plan, "vcpu_tids", tids);
+    char *text = json_dumps(plan, JSON_COMPACT);
+    json_decref(plan);
+    if (!text || store_alloc_update(st, K_CPUPLAN, unit, text) < 0) {
+        free(text);
+        snprintf(err, errsz, "pinning: the plan could not be recorded");
+        return -1;
+    }
+    free(text);
+    return rc < 0 ? -1 : pin_emulators(st, err, errsz);
 }
 
 int alloc_usb_attach(struct store *st, const struct config *cfg, const char *id,

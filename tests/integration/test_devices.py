@@ -132,6 +132,14 @@ def pinned_vcpus_run_on_their_own_cpu():
         status, out = svc.api("POST", "/api/v1/sessions", {"machine": "demo-kernel"})
         assert status == 409 and "cpus" in out["error"]["message"], out
         svc.wait_state(t["id"], "running", 30)
+        eventually(lambda: svc.log().count("vCPUs pinned") == 2, 10, "the second pinning")
+        # the first session's other threads left the CPU the second one's vCPU took
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            if tid == vcpu:
+                continue
+            mine = [l for l in open(f"/proc/{pid}/task/{tid}/status")
+                    if l.startswith("Cpus_allowed_list")][0].split()[1]
+            assert mine == allowed, f"QEMU thread {tid} may run on {mine}, not {allowed}"
     finally:
         pool.close()
         subprocess.run(["rm", "-rf", cat])

@@ -566,6 +566,35 @@ static void mdev_instances_are_counted_and_named(void **state)
     bench_close(&b);
 }
 
+/* Hugepages the store could not record are given back at once: no release would
+ * find them later. */
+static void hugepages_are_reserved_only_when_recorded(void **state)
+{
+    (void)state;
+    struct bench b;
+    struct session_error e;
+    struct spec_request req = {0};
+    struct vm_spec spec = {.hugepages_kb = 2048, .memory_mb = 512};
+    const char *nr = "/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages";
+    bench_open(&b, "nvidia-passthrough");
+    snprintf(spec.name, sizeof(spec.name), SESSION_A);
+    assert_int_equal(alloc_acquire(b.st, &b.cfg, SESSION_A, &req, &spec, NULL, &e), 0);
+    assert_string_equal(fx_get(b.tree, nr), "1280");
+    alloc_release(b.st, &b.cfg, SESSION_A);
+    assert_string_equal(fx_get(b.tree, nr), "1024");
+
+    /* the store already has a reservation under that name: this one is not kept */
+    assert_int_equal(store_alloc_claim(b.st, "hugepages", "hugepages:" SESSION_B,
+                                       SESSION_A, "{\"size_kb\":2048,\"count\":0}"),
+                     1);
+    snprintf(spec.name, sizeof(spec.name), SESSION_B);
+    assert_int_equal(alloc_acquire(b.st, &b.cfg, SESSION_B, &req, &spec, NULL, &e), -1);
+    assert_int_equal(e.kind, SESSION_INTERNAL);
+    assert_string_equal(e.message, "hugepages: the reservation could not be recorded");
+    assert_string_equal(fx_get(b.tree, nr), "1024");
+    bench_close(&b);
+}
+
 static int setup(void **state)
 {
     (void)state;
@@ -594,6 +623,7 @@ int main(void)
         cmocka_unit_test(a_render_node_in_use_keeps_its_card),
         cmocka_unit_test(vfio_devices_held_elsewhere_are_busy),
         cmocka_unit_test(mdev_instances_are_counted_and_named),
+        cmocka_unit_test(hugepages_are_reserved_only_when_recorded),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
