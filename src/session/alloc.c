@@ -921,8 +921,10 @@ int alloc_usb_attach(struct store *st, const struct config *cfg, const char *id,
     return acquire_usb(st, cfg, id, request, user, dev, e);
 }
 
-int alloc_usb_detach(struct store *st, const struct config *cfg, const char *id,
-                     const char *request, struct vm_usb *dev, struct session_error *e)
+/* The USB claim of session id that request names (its port, or the VID:PID it was
+ * attached with), into c; fills dev from it. Returns 0, or -1 with e (404). */
+static int find_usb(struct store *st, const char *id, const char *request,
+                    struct claim *c, struct vm_usb *dev, struct session_error *e)
 {
     struct claim_list l = {.session = id};
     store_alloc_list(st, collect, &l);
@@ -931,17 +933,13 @@ int alloc_usb_detach(struct store *st, const struct config *cfg, const char *id,
         if (strcmp(l.v[i].kind, K_USB))
             continue;
         json_t *data = json_loads(l.v[i].data, 0, NULL);
-        char vidpid[16] = "";
-        const char *port = l.v[i].unit + 4;
-        /* the request names it by port, or by the VID:PID it was attached with */
         const char *asked = json_string_value(json_object_get(data, "request"));
-        snprintf(vidpid, sizeof(vidpid), "%s", asked ? asked : "");
-        if (!strcmp(request, port) || !strcmp(request, vidpid)) {
+        const char *devpath = json_string_value(json_object_get(data, "devpath"));
+        if (!strcmp(request, l.v[i].unit + 4) || (asked && !strcmp(request, asked))) {
             dev->bus = (unsigned)json_integer_value(json_object_get(data, "bus"));
-            snprintf(dev->devpath, sizeof(dev->devpath), "%s",
-                     json_string_value(json_object_get(data, "devpath")) ?: "");
-            undo(cfg, &l.v[i]);
-            store_alloc_release_unit(st, K_USB, l.v[i].unit);
+            snprintf(dev->devpath, sizeof(dev->devpath), "%s", devpath ? devpath : "");
+            *c = l.v[i];
+            c->data = strdup(l.v[i].data);
             rc = 0;
         }
         json_decref(data);
@@ -951,6 +949,27 @@ int alloc_usb_detach(struct store *st, const struct config *cfg, const char *id,
         session_refuse(e, SESSION_NOT_FOUND, "not_found",
                        "usb: session %s holds no device %s", id, request);
     return rc;
+}
+
+int alloc_usb_find(struct store *st, const char *id, const char *request,
+                   struct vm_usb *dev, struct session_error *e)
+{
+    struct claim c = {0};
+    int rc = find_usb(st, id, request, &c, dev, e);
+    free(c.data);
+    return rc;
+}
+
+int alloc_usb_detach(struct store *st, const struct config *cfg, const char *id,
+                     const char *request, struct vm_usb *dev, struct session_error *e)
+{
+    struct claim c = {0};
+    if (find_usb(st, id, request, &c, dev, e) < 0)
+        return -1;
+    undo(cfg, &c);
+    store_alloc_release_unit(st, K_USB, c.unit);
+    free(c.data);
+    return 0;
 }
 
 /* ---- what is free ---------------------------------------------------------------- */

@@ -73,7 +73,14 @@ unsigned alloc_gpu_kinds_free(struct store *st, const struct config *cfg);
 int alloc_usb_attach(struct store *st, const struct config *cfg, const char *id,
                      const char *request, const struct vm_user *user, struct vm_usb *dev,
                      struct session_error *e);
-/* Gives back one USB device of a session. Returns 0, or -1 when it holds none such. */
+/* Finds the USB device of session id that request names (its port, or the VID:PID it
+ * was attached with) and fills dev, giving nothing back: the device stays the
+ * session's until QEMU has let go of it (device_del done). Returns 0, or -1 with e
+ * (404) when the session holds none such. */
+int alloc_usb_find(struct store *st, const char *id, const char *request,
+                   struct vm_usb *dev, struct session_error *e);
+/* Gives back one USB device of a session (its node to root, its claim), once QEMU no
+ * longer has it. Returns 0, or -1 with e (404) when it holds none such. */
 int alloc_usb_detach(struct store *st, const struct config *cfg, const char *id,
                      const char *request, struct vm_usb *dev, struct session_error *e);
 

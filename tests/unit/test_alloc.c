@@ -595,6 +595,39 @@ static void hugepages_are_reserved_only_when_recorded(void **state)
     bench_close(&b);
 }
 
+/* A USB device stays the session's while QEMU unplugs it: finding it gives nothing
+ * back; detaching (once device_del is done) does. */
+static void usb_devices_are_found_then_given_back(void **state)
+{
+    (void)state;
+    struct bench b;
+    struct session_error e;
+    struct vm_usb dev = {0};
+    struct spec_request req = {.n_usb = 1};
+    struct vm_spec spec = {0};
+    snprintf(req.usb[0], sizeof(req.usb[0]), "046d:0825");
+    bench_open(&b, "usb");
+    assert_int_equal(alloc_acquire(b.st, &b.cfg, SESSION_A, &req, &spec, NULL, &e), 0);
+    assert_int_equal(alloc_usb_find(b.st, SESSION_A, "046d:0825", &dev, &e), 0);
+    assert_int_equal(dev.bus, 1);
+    assert_string_equal(dev.devpath, "2");
+    json_t *inv = alloc_inventory_json(b.st, &b.cfg, true);
+    json_t *u = unit_in(inv, "usb", "usb:1-2");
+    assert_true(json_is_true(json_object_get(u, "in_use")));
+    assert_string_equal(str(u, "session"), SESSION_A);
+    json_decref(inv);
+    memset(&dev, 0, sizeof(dev));
+    assert_int_equal(alloc_usb_detach(b.st, &b.cfg, SESSION_A, "1-2", &dev, &e), 0);
+    assert_string_equal(dev.devpath, "2");
+    assert_int_equal(alloc_usb_find(b.st, SESSION_A, "1-2", &dev, &e), -1);
+    assert_int_equal(e.kind, SESSION_NOT_FOUND);
+    assert_string_equal(e.message, "usb: session " SESSION_A " holds no device 1-2");
+    inv = alloc_inventory_json(b.st, &b.cfg, true);
+    assert_false(json_is_true(json_object_get(unit_in(inv, "usb", "usb:1-2"), "in_use")));
+    json_decref(inv);
+    bench_close(&b);
+}
+
 static int setup(void **state)
 {
     (void)state;
@@ -624,6 +657,7 @@ int main(void)
         cmocka_unit_test(vfio_devices_held_elsewhere_are_busy),
         cmocka_unit_test(mdev_instances_are_counted_and_named),
         cmocka_unit_test(hugepages_are_reserved_only_when_recorded),
+        cmocka_unit_test(usb_devices_are_found_then_given_back),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
