@@ -82,18 +82,18 @@ static void passthrough_refuses_a_group_that_is_not_viable(void **state)
 {
     (void)state;
     struct gpu_grant g;
-    struct gpu_request r = request(GPU_KIND_PASSTHROUGH, "pci:0000:02:00.0");
+    struct gpu_request r = request(GPU_KIND_PASSTHROUGH, "pci:0000:04:00.0");
     r.allow_console = true; /* so the group is the only reason */
     assert_int_equal(gpu_plan(fx_tree("nvidia-passthrough"), &r, &g, err, sizeof(err)),
                      -1);
     assert_string_equal(
         err,
-        "passthrough: 0000:02:00.0 (Advanced Micro Devices, Inc. [AMD/ATI] Lexa PRO "
+        "passthrough: 0000:04:00.0 (Advanced Micro Devices, Inc. [AMD/ATI] Lexa PRO "
         "[Radeon 540/540X/550/550X / RX 540X/550/550X]) cannot be given to a guest: its "
-        "IOMMU group 3 is not viable: 0000:02:00.1 (Intel Corporation I210 Gigabit "
+        "IOMMU group 3 is not viable: 0000:05:00.0 (Intel Corporation I210 Gigabit "
         "Network Connection) is bound to igb (every device in the group must go to the "
         "guest or be unbound from its host driver)");
-    r = request(GPU_KIND_PASSTHROUGH, "0000:04:00.0");
+    r = request(GPU_KIND_PASSTHROUGH, "0000:06:00.0");
     assert_int_equal(gpu_plan(fx_tree("nvidia-passthrough"), &r, &g, err, sizeof(err)),
                      -1);
     assert_non_null(strstr(err, "it is not a display controller"));

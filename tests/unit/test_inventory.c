@@ -79,10 +79,10 @@ static void whole_gpus(void **state)
     assert_string_equal(u[0].id, "pci:0000:01:00.0");
     assert_true(u[0].usable);
     assert_string_equal(u[0].why, "");
-    assert_string_equal(u[1].id, "pci:0000:02:00.0");
+    assert_string_equal(u[1].id, "pci:0000:04:00.0");
     assert_false(u[1].usable);
     assert_non_null(strstr(u[1].why,
-                           "0000:02:00.1 (Intel Corporation I210 Gigabit Network "
+                           "0000:05:00.0 (Intel Corporation I210 Gigabit Network "
                            "Connection) is bound to igb"));
     free(u);
     u = list(fx_tree("gvtg"), INVENTORY_GPU, false, &n);
@@ -115,8 +115,8 @@ static void mdev_types_render_nodes_and_usb(void **state)
     u = list(fx_tree("nvidia-passthrough"), INVENTORY_RENDER, false, &n);
     assert_int_equal(n, 2);
     assert_string_equal(u[0].id, "render:renderD128");
-    assert_string_equal(u[0].parent, "0000:02:00.0");
-    assert_string_equal(u[0].label, "/dev/dri/renderD128 (amdgpu on 0000:02:00.0)");
+    assert_string_equal(u[0].parent, "0000:04:00.0");
+    assert_string_equal(u[0].label, "/dev/dri/renderD128 (amdgpu on 0000:04:00.0)");
     assert_int_equal(u[0].capacity, 0); /* shared */
     assert_string_equal(u[1].id, "render:renderD129");
     free(u);

@@ -64,11 +64,11 @@ static void a_nic_blocks_the_group_it_shares(void **state)
     iommu_group_verdict(iommu_group_find(&m.groups, 3), &m.devs, &v);
     assert_false(v.viable);
     assert_int_equal(v.n_blockers, 1);
-    assert_string_equal(v.blockers[0], "0000:02:00.1");
-    assert_string_equal(v.why, "0000:02:00.1 (Intel Corporation I210 Gigabit Network "
+    assert_string_equal(v.blockers[0], "0000:05:00.0");
+    assert_string_equal(v.why, "0000:05:00.0 (Intel Corporation I210 Gigabit Network "
                                "Connection) is bound to igb");
     /* a device the host lets go does not block */
-    struct pcidev *nic = (struct pcidev *)pcidev_find(&m.devs, "0000:02:00.1");
+    struct pcidev *nic = (struct pcidev *)pcidev_find(&m.devs, "0000:05:00.0");
     snprintf(nic->driver, sizeof(nic->driver), "vfio-pci");
     iommu_group_verdict(iommu_group_find(&m.groups, 3), &m.devs, &v);
     assert_true(v.viable);
@@ -109,7 +109,7 @@ static void groups_without_a_gpu_are_isolated(void **state)
     assert_false(v.gpu);
     assert_int_equal(v.n_blockers, 0);
     assert_string_equal(v.why, "");
-    assert_string_equal(v.host_drivers, "0000:04:00.0 nvme");
+    assert_string_equal(v.host_drivers, "0000:06:00.0 nvme");
     unload(&m);
 
     load("intel-sriov", &m);

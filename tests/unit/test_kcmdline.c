@@ -51,17 +51,19 @@ static void passthrough_on_amd(void **state)
     assert_string_equal(p.initramfs[2], "vfio_pci");
     assert_int_equal(p.n_notes, 0);
 
-    /* the non-viable group: the NIC would go too, and the console GPU is named */
-    plan("nvidia-passthrough", "0000:02:00.0", &p);
-    assert_string_equal(joined(p.params, p.n_params),
-                        "amd_iommu=on iommu=pt vfio-pci.ids=1002:699f,8086:1533 "
-                        "kvm.ignore_msrs=1");
+    /* the non-viable group: the NIC would go too, and the console GPU is named; the
+     * switch's ports stay with the host */
+    plan("nvidia-passthrough", "0000:04:00.0", &p);
+    assert_string_equal(
+        joined(p.params, p.n_params),
+        "amd_iommu=on iommu=pt vfio-pci.ids=1002:699f,1002:aae0,8086:1533 "
+        "kvm.ignore_msrs=1");
     assert_int_equal(p.n_notes, 2);
     assert_string_equal(p.notes[0],
-                        "warning: IOMMU group 3 also holds 0000:02:00.1 (Intel "
+                        "warning: IOMMU group 3 also holds 0000:05:00.0 (Intel "
                         "Corporation I210 Gigabit Network Connection, bound to "
                         "igb): vfio-pci.ids takes it from the host too");
-    assert_non_null(strstr(p.notes[1], "0000:02:00.0 shows the host console"));
+    assert_non_null(strstr(p.notes[1], "0000:04:00.0 shows the host console"));
 
     /* both cards: one list of ids */
     char *both[] = {"0000:01:00.0", "0000:01:00.1"};
