@@ -10,13 +10,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *const names[INVENTORY_KINDS] = {"gpu", "vf", "mdev", "render", "usb"};
-
-const char *inventory_kind_name(enum inventory_kind kind)
-{
-    return (unsigned)kind < INVENTORY_KINDS ? names[kind] : "?";
-}
-
 struct units {
     struct inventory_unit *v;
     size_t n, cap;
@@ -214,12 +207,4 @@ int inventory_list(const char *sysroot, enum inventory_kind kind, bool allow_con
     *out = u.v;
     *n = u.n;
     return 0;
-}
-
-json_t *inventory_unit_json(const struct inventory_unit *u)
-{
-    return json_pack("{s:s, s:s, s:s, s:s, s:i, s:b, s:s}", "kind",
-                     inventory_kind_name(u->kind), "id", u->id, "label", u->label,
-                     "parent", u->parent, "capacity", (int)u->capacity, "usable",
-                     u->usable, "why", u->why);
 }

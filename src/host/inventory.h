@@ -18,7 +18,6 @@
 
 #include "host/pcidev.h"
 
-#include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
 
@@ -45,16 +44,10 @@ struct inventory_unit {
     char why[512]; /* why not usable */
 };
 
-/* "gpu", "vf", "mdev", "render", "usb". */
-const char *inventory_kind_name(enum inventory_kind kind);
-
 /* Lists the units of kind into a newly allocated array (free() it), in a stable
  * order. allow_console: the operator lets the GPU that shows the host console be
  * passed through. Returns 0, or -1 with err. */
 int inventory_list(const char *sysroot, enum inventory_kind kind, bool allow_console,
                    struct inventory_unit **out, size_t *n, char *err, size_t errsz);
-
-/* {"kind", "id", "label", "parent", "capacity", "usable", "why"}: a new reference. */
-json_t *inventory_unit_json(const struct inventory_unit *u);
 
 #endif
