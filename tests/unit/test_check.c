@@ -141,8 +141,7 @@ static void gvtg_host(void **state)
                         "host cmdline --gpu 0000:00:02.0 --apply)");
 
     /* a kernel without the 1G pool: 1G machines cannot start */
-    fs_join(path, sizeof(path), root, "/sys/kernel/mm/hugepages/hugepages-1048576kB");
-    fs_remove_tree(path);
+    fx_rmtree(root, "/sys/kernel/mm/hugepages/hugepages-1048576kB");
     run(root);
     assert_status("hugepages", CHECK_OK);
     assert_string_equal(find("hugepages")->detail,
