@@ -182,8 +182,12 @@ def gpus_this_host_lacks_are_refused_cleanly():
         print(f"# {gpu}: {out['error']['message']}")
     assert leftovers(svc.state) == []
     status, host = svc.api("GET", "/api/v1/host")
-    for key in ("gpus", "vfs", "mdev_types", "render_nodes", "usb", "hugepages"):
+    for key in ("gpus", "vfs", "mdev_types", "render_nodes", "usb", "hugepages",
+                "gpu_kinds"):
         assert key in host, key
+    # per kind, what a new session could get: nothing of what this host lacks
+    for gpu in ("vf", "passthrough", "mdev"):
+        assert host["gpu_kinds"][gpu] == {"offered": False, "total": 0, "free": 0}, host
 
 
 @pool.test
