@@ -34,10 +34,12 @@ enum gpu_kind {
     GPU_KINDS
 };
 
-/* "none", "virgl", "vf", "passthrough", "mdev". */
+/* The one list of GPU kind names: "none", "virgl", "vf", "passthrough", "mdev" ("?"
+ * for another value). */
 const char *gpu_kind_name(enum gpu_kind kind);
 /* Parses "none", "virgl", "vf", "passthrough", "mdev" or "mdev:TYPE" (TYPE goes to
- * type, "" without one). Returns 0, or -1. */
+ * type, "" without one). With typesz 0 (type may be NULL) only a bare kind name is
+ * accepted. Returns 0, or -1. */
 int gpu_kind_parse(const char *s, enum gpu_kind *kind, char *type, size_t typesz);
 
 #define GPU_MAX_FUNCTIONS 8

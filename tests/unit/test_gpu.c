@@ -604,6 +604,11 @@ static void kinds_share_one_shape(void **state)
     assert_int_equal(k, GPU_KIND_MDEV);
     assert_string_equal(type, "i915-GVTg_V5_4");
     assert_int_equal(gpu_kind_parse("vgpu", &k, type, sizeof(type)), -1);
+    /* a kind name alone, as spec_gpu_parse() wants it */
+    assert_int_equal(gpu_kind_parse("mdev", &k, NULL, 0), 0);
+    assert_int_equal(k, GPU_KIND_MDEV);
+    assert_int_equal(gpu_kind_parse("mdev:i915-GVTg_V5_4", &k, NULL, 0), -1);
+    assert_string_equal(gpu_kind_name(GPU_KINDS), "?");
 }
 
 static void consumer_nvidia_rule(void **state)
