@@ -63,6 +63,7 @@ static const struct key keys[] = {
     NUM("gpu", vfs, K_COUNT),
     STR("gpu", virgl_display, "egl-headless|sdl"),
     STR("gpu", virgl_x_display, NULL),
+    STR("gpu", rom_dir, NULL),
     NUM("sessions", default_cpus, K_COUNT),
     NUM("sessions", default_memory_mb, K_MB),
     NUM("sessions", default_lifetime_s, K_DURATION),
@@ -103,6 +104,7 @@ void config_defaults(struct config *c)
     c->start_timeout_s = 30;
     c->stop_grace_s = 30;
     snprintf(c->virgl_display, sizeof(c->virgl_display), "egl-headless");
+    snprintf(c->rom_dir, sizeof(c->rom_dir), "/etc/qdesk/roms");
     snprintf(c->hugetlbfs, sizeof(c->hugetlbfs), "/dev/hugepages");
     c->default_cpus = 1;
     c->default_memory_mb = 1024;

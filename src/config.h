@@ -54,6 +54,7 @@ struct config {
     uint64_t vfs;             /* VFs to create on an SR-IOV GPU that has none (0: all) */
     char virgl_display[16];   /* egl-headless (a render node) | sdl (an X display) */
     char virgl_x_display[32]; /* DISPLAY for virgl_display = sdl */
+    char rom_dir[PATH_MAX];   /* option ROMs for passthrough: DIR/ADDR.rom */
 
     /* [sessions] */
     uint64_t default_cpus;

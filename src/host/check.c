@@ -255,6 +255,9 @@ static void check_vfio(const struct host *h, struct check_report *r)
              KCMDLINE_MODULES);
 }
 
+/* Guests get hugepages through memfd (memory-backend-memfd,hugetlb=on), which draws
+ * on the kernel's pool of each page size directly: what matters is that the pool of
+ * each size exists, not where hugetlbfs is mounted. */
 static void check_hugepages(const struct host *h, struct check_report *r)
 {
     struct hugepages_pool pools[8];
@@ -270,28 +273,20 @@ static void check_hugepages(const struct host *h, struct check_report *r)
         return;
     }
     struct check_item *it = item(r, "hugepages", CHECK_OK);
+    bool giant = false;
     for (int i = 0; i < n && i < 8; i++) {
-        unsigned long kb = pools[i].size_kb;
-        put(it->detail, sizeof(it->detail), "%s%lu%s: %lu reserved, %lu free",
-            i ? "; " : "", kb >= 1048576 ? kb / 1048576 : kb / 1024,
-            kb >= 1048576 ? "G" : "M", pools[i].nr, pools[i].free);
+        char size[16];
+        hugepages_size_name(pools[i].size_kb, size, sizeof(size));
+        put(it->detail, sizeof(it->detail), "%s%s: %lu reserved, %lu free", i ? "; " : "",
+            size, pools[i].nr, pools[i].free);
+        giant |= pools[i].size_kb == HUGEPAGES_1G;
     }
-    char path[PATH_MAX];
-    char *mounts = fs_join(path, sizeof(path), h->root, "/proc/mounts") == 0
-                       ? fs_read_file(path, 1 << 20, NULL)
-                       : NULL;
-    if (!mounts || !strstr(mounts, " hugetlbfs ")) {
-        it->status = CHECK_WARN;
+    if (!giant)
         put(it->detail, sizeof(it->detail),
-            "; no hugetlbfs is mounted, so QEMU cannot use "
-            "them");
-        snprintf(it->fix, sizeof(it->fix),
-                 "systemctl start dev-hugepages.mount (it mounts "
-                 "hugetlbfs on /dev/hugepages)");
-    }
-    free(mounts);
-    if (!it->fix[0] && !cpu_has_flag(h->root, "pdpe1gb") && (h->intel || h->amd))
-        put(it->detail, sizeof(it->detail), " (this CPU has no 1G pages)");
+            "; no 1G pool (%s), so machines with hugepages = 1G cannot start here",
+            (h->intel || h->amd) && !cpu_has_flag(h->root, "pdpe1gb")
+                ? "this CPU has no 1G pages"
+                : "this kernel offers none");
 }
 
 static void check_firmware(const struct host *h, struct check_report *r, const char *what,

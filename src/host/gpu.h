@@ -34,10 +34,12 @@ enum gpu_kind {
     GPU_KINDS
 };
 
-/* "none", "virgl", "vf", "passthrough", "mdev". */
+/* The one list of GPU kind names: "none", "virgl", "vf", "passthrough", "mdev" ("?"
+ * for another value). */
 const char *gpu_kind_name(enum gpu_kind kind);
 /* Parses "none", "virgl", "vf", "passthrough", "mdev" or "mdev:TYPE" (TYPE goes to
- * type, "" without one). Returns 0, or -1. */
+ * type, "" without one). With typesz 0 (type may be NULL) only a bare kind name is
+ * accepted. Returns 0, or -1. */
 int gpu_kind_parse(const char *s, enum gpu_kind *kind, char *type, size_t typesz);
 
 #define GPU_MAX_FUNCTIONS 8
@@ -67,9 +69,10 @@ struct gpu_grant {
                                guest (UEFI guests use the card's GOP instead) */
     bool rombar;            /* rombar=1 (QEMU's default); false: rombar=0 (VFs have no
                                option ROM) */
-    char romfile[PATH_MAX]; /* romfile=, from the operator; "" none */
-    bool hide_kvm;          /* a consumer NVIDIA card: -cpu ...,kvm=off,
-                               hv-vendor-id=GPU_HV_VENDOR_ID (see gpu_nvidia_consumer) */
+    char romfile[PATH_MAX]; /* romfile= (request.rom_dir/ADDR.rom); "" none */
+    bool hide_kvm;          /* a consumer NVIDIA card: -cpu ...,kvm=off, Hyper-V
+                               enlightenments and hv-vendor-id=GPU_HV_VENDOR_ID (see
+                               gpu_nvidia_consumer) */
     char hv_vendor_id[13];
 
     char pf[PCIDEV_ADDR_SIZE]; /* vf: its physical function */
@@ -91,18 +94,24 @@ struct gpu_request {
     enum gpu_kind kind;
     char unit[64];          /* "" : the first suitable one */
     char mdev_type[64];     /* mdev: "i915-GVTg_V5_4" or "GVTg_V5_4"; "" any with room */
+    char mdev_uuid[37];     /* mdev: the UUID to make the device with (the allocator
+                               derives it from the session, so one session always names
+                               one device) */
     unsigned vfs;           /* vf: how many VFs to create on a PF that has none (0: as
                                many as it supports) */
     bool seabios;           /* the guest boots with SeaBIOS (x-vga for a VGA card) */
     bool allow_console;     /* the operator allows taking the GPU that shows the host
                                console (never a user's choice) */
-    char romfile[PATH_MAX]; /* passthrough: an option ROM the operator supplies */
+    char rom_dir[PATH_MAX]; /* passthrough: where the operator keeps option ROMs; the
+                               card at ADDR gets DIR/ADDR.rom when it exists */
 };
 
 struct gpu_ops {
     const char *name;
-    /* Fills g for req, reading only. Returns 0, or -1 with err naming the device and
-     * why (a non-viable group names the devices that block it). */
+    /* Fills g for req, reading only. Returns 0; -EBUSY when the host has units of
+     * the kind but none is free now (every VF bound, no mediated instance left; err
+     * names them, and g->unit the full mediated type); or -1 with err naming the device
+     * and why (a non-viable group names the devices that block it). */
     int (*plan)(const char *sysroot, const struct gpu_request *req, struct gpu_grant *g,
                 char *err, size_t errsz);
     /* Makes the host match g and records original drivers in g. On failure undoes

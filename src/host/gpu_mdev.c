@@ -20,6 +20,10 @@ static int mdev_plan(const char *sysroot, const struct gpu_request *req,
     size_t n;
     char parent[PCIDEV_ADDR_SIZE] = "", want[64];
     memset(g, 0, sizeof(*g));
+    if (strlen(req->mdev_uuid) != 36) {
+        snprintf(err, errsz, "mdev: the mediated device needs a UUID");
+        return -1;
+    }
     snprintf(want, sizeof(want), "%s", req->mdev_type);
     if (req->unit[0]) {
         /* "mdev:PARENT/TYPE" */
@@ -60,9 +64,13 @@ static int mdev_plan(const char *sysroot, const struct gpu_request *req,
             for (size_t i = 0; i < n && len >= 0 && (size_t)len < errsz; i++)
                 len += snprintf(err + len, errsz - (size_t)len, "%s %s (%u free)",
                                 i ? "," : "", types[i].type, types[i].available);
-        } else
+        } else {
             snprintf(err, errsz, "mdev: %s on %s has no free instance", full->type,
                      full->parent);
+            snprintf(g->unit, sizeof(g->unit), "mdev:%s/%s", full->parent, full->type);
+            mdev_types_free(types);
+            return -EBUSY;
+        }
         mdev_types_free(types);
         return -1;
     }
@@ -71,10 +79,7 @@ static int mdev_plan(const char *sysroot, const struct gpu_request *req,
     snprintf(g->mdev_parent, sizeof(g->mdev_parent), "%s", chosen->parent);
     snprintf(g->mdev_type, sizeof(g->mdev_type), "%s", chosen->type);
     mdev_types_free(types);
-    if (mdev_uuid(g->mdev_uuid, sizeof(g->mdev_uuid)) < 0) {
-        snprintf(err, errsz, "mdev: no random numbers for a UUID: %s", strerror(errno));
-        return -1;
-    }
+    snprintf(g->mdev_uuid, sizeof(g->mdev_uuid), "%s", req->mdev_uuid);
     snprintf(g->mdev_sysfsdev, sizeof(g->mdev_sysfsdev), "/sys/bus/mdev/devices/%s",
              g->mdev_uuid);
     return 0;

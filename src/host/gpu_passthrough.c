@@ -81,14 +81,6 @@ static int passthrough_plan(const char *sysroot, const struct gpu_request *req,
         snprintf(err, errsz, "passthrough: '%s' is not a PCI address", req->unit);
         return -1;
     }
-    if (req->romfile[0]) {
-        char path[PATH_MAX];
-        if (fs_join(path, sizeof(path), sysroot, req->romfile) < 0 || !fs_exists(path)) {
-            snprintf(err, errsz, "passthrough: the option ROM %s does not exist",
-                     req->romfile);
-            return -1;
-        }
-    }
     if (pcidev_scan(sysroot, &devs, err, errsz) < 0)
         return -1;
     if (iommu_scan(sysroot, &groups, err, errsz) < 0)
@@ -134,7 +126,13 @@ static int passthrough_plan(const char *sysroot, const struct gpu_request *req,
     g->multifunction = n_fn > 1;
     g->x_vga = req->seabios && (chosen->class_code >> 8) == 0x0300;
     g->rombar = true;
-    snprintf(g->romfile, sizeof(g->romfile), "%s", req->romfile);
+    if (req->rom_dir[0]) { /* the operator's ROM for this card, if any */
+        char rom[PATH_MAX], path[PATH_MAX];
+        snprintf(rom, sizeof(rom), "%s/%s.rom", req->rom_dir, chosen->addr);
+        if (strlen(rom) < sizeof(g->romfile) &&
+            fs_join(path, sizeof(path), sysroot, rom) == 0 && fs_exists(path))
+            snprintf(g->romfile, sizeof(g->romfile), "%s", rom);
+    }
     g->hide_kvm = gpu_nvidia_consumer(chosen);
     if (g->hide_kvm)
         snprintf(g->hv_vendor_id, sizeof(g->hv_vendor_id), "%s", GPU_HV_VENDOR_ID);

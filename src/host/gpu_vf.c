@@ -6,6 +6,7 @@
 #include "host/sysfs.h"
 #include "host/vfio.h"
 
+#include <errno.h>
 #include <limits.h>
 #include <stdio.h>
 #include <string.h>
@@ -151,8 +152,12 @@ static int vf_plan(const char *sysroot, const struct gpu_request *req,
             snprintf(err, errsz,
                      "vf: this host has no SR-IOV capable GPU (qdesk host check "
                      "lists what it has)");
-        else if (len > 0 && (size_t)len < errsz && err[len - 1] == ';')
-            err[len - 1] = 0;
+        else {
+            if (len > 0 && (size_t)len < errsz && err[len - 1] == ';')
+                err[len - 1] = 0;
+            pcidev_list_free(&devs);
+            return -EBUSY;
+        }
         goto fail;
     }
     g->kind = GPU_KIND_VF;

@@ -26,9 +26,10 @@ static const char usage[] =
     "       qdesk host cmdline --gpu ADDR... [--apply] [--json]\n"
     "                                        kernel parameters and modules for those "
     "GPUs;\n"
-    "                                        --apply writes them to /etc/default/grub "
-    "and\n"
-    "                                        /etc/modules-load.d, /etc/modprobe.d\n"
+    "                                        --apply writes them to /etc/default/grub,\n"
+    "                                        /etc/modules-load.d, /etc/modprobe.d and\n"
+    "                                        /etc/initramfs-tools/modules (keeping "
+    "backups)\n"
     "options: --pci-ids FILE, --usb-ids FILE  the device name databases\n";
 
 struct opts {
@@ -115,9 +116,10 @@ static int cmd_iommu(const struct config *cfg, const struct opts *o, FILE *out,
             for (size_t j = 0; j < v.n_blockers; j++)
                 json_array_append_new(blockers, json_string(v.blockers[j]));
             json_array_append_new(
-                list, json_pack("{s:i, s:s, s:b, s:o, s:s, s:o}", "group", g->id, "type",
-                                g->type, "viable", v.viable, "blockers", blockers, "why",
-                                v.why, "devices", members));
+                list, json_pack("{s:i, s:s, s:b, s:o, s:s, s:b, s:s, s:o}", "group",
+                                g->id, "type", g->type, "viable", v.viable, "blockers",
+                                blockers, "why", v.why, "gpu", v.gpu, "host_drivers",
+                                v.host_drivers, "devices", members));
         }
         emit_json(json_pack("{s:b, s:o}", "iommu", groups.n > 0, "groups", list), out);
     } else {
@@ -129,8 +131,12 @@ static int cmd_iommu(const struct config *cfg, const struct opts *o, FILE *out,
             const struct iommu_group *g = &groups.v[i];
             struct iommu_verdict v;
             iommu_group_verdict(g, &devs, &v);
-            fprintf(out, "IOMMU group %d: %s%s\n", g->id,
-                    v.viable ? "viable" : "not viable: ", v.viable ? "" : v.why);
+            if (v.gpu)
+                fprintf(out, "IOMMU group %d: %s%s\n", g->id,
+                        v.viable ? "viable" : "not viable: ", v.why);
+            else
+                fprintf(out, "IOMMU group %d: viable, no GPU (isolated%s%s)\n", g->id,
+                        v.host_drivers[0] ? "; on the host now: " : "", v.host_drivers);
             for (size_t j = 0; j < g->n; j++) {
                 const struct pcidev *d = pcidev_find(&devs, g->addrs[j]);
                 if (!d)

@@ -71,10 +71,12 @@ static void note(int rc, const char *fmt, ...)
     rec.text[rec.len] = 0;
 }
 
-static void observe(const char *sysroot, const char *path, const char *value)
+/* The observer's say on a change that succeeded (rc 0); rc itself otherwise. */
+static int observe(int rc, const char *sysroot, const char *path, const char *value)
 {
-    if (rec.observer)
-        rec.observer(sysroot, path, value, rec.observer_data);
+    if (rc == 0 && rec.observer)
+        return rec.observer(sysroot, path, value, rec.observer_data);
+    return rc;
 }
 
 int hostw_write(const char *sysroot, const char *path, const char *value, char *err,
@@ -104,6 +106,7 @@ int hostw_write(const char *sysroot, const char *path, const char *value, char *
                 rc = -errno;
         }
     }
+    rc = observe(rc, sysroot, path, value);
     char cmd[PATH_MAX + 600];
     snprintf(cmd, sizeof(cmd), "echo %s%s> %s", value, value[0] ? " " : "", path);
     note(rc, "%s", cmd);
@@ -113,7 +116,6 @@ int hostw_write(const char *sysroot, const char *path, const char *value, char *
                                                : "");
         return rc;
     }
-    observe(sysroot, path, value);
     return 0;
 }
 
@@ -132,12 +134,12 @@ int hostw_replace_file(const char *sysroot, const char *path, const char *data,
     }
     if (rc == 0)
         rc = fs_write_file(full, data, len, mode);
+    rc = observe(rc, sysroot, path, NULL);
     note(rc, "write %s", path);
     if (rc < 0) {
         snprintf(err, errsz, "writing %s: %s", full, strerror(-rc));
         return rc;
     }
-    observe(sysroot, path, NULL);
     return 0;
 }
 
@@ -150,12 +152,12 @@ int hostw_copy_file(const char *sysroot, const char *src, const char *dst, char 
         rc = fs_join(fdst, sizeof(fdst), sysroot, dst);
     if (rc == 0)
         rc = fs_copy_file(fsrc, fdst, 0644);
+    rc = observe(rc, sysroot, dst, NULL);
     note(rc, "cp %s %s", src, dst);
     if (rc < 0) {
         snprintf(err, errsz, "copying %s to %s: %s", src, dst, strerror(-rc));
         return rc;
     }
-    observe(sysroot, dst, NULL);
     return 0;
 }
 
@@ -166,12 +168,12 @@ int hostw_chown(const char *sysroot, const char *path, uid_t uid, gid_t gid, cha
     int rc = fs_join(full, sizeof(full), sysroot, path);
     if (rc == 0 && chown(full, uid, gid) < 0)
         rc = -errno;
+    rc = observe(rc, sysroot, path, NULL);
     note(rc, "chown %u:%u %s", (unsigned)uid, (unsigned)gid, path);
     if (rc < 0) {
         snprintf(err, errsz, "chown %u:%u %s: %s", (unsigned)uid, (unsigned)gid, path,
                  strerror(-rc));
         return rc;
     }
-    observe(sysroot, path, NULL);
     return 0;
 }

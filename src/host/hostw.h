@@ -10,7 +10,8 @@
  *
  * Paths are the kernel's own ("/sys/..."), joined to a sysroot. On a captured tree
  * the writes really go to the tree's files; no kernel reacts, so a test may install
- * an observer that plays the kernel's part (creating the driver link after a bind).
+ * an observer that plays the kernel's part (creating the driver link after a bind,
+ * refusing a value the kernel would refuse).
  * Tests can also record the exact sequence of changes and compare it as text. */
 #ifndef QDESK_HOST_HOSTW_H
 #define QDESK_HOST_HOSTW_H
@@ -52,9 +53,11 @@ const char *hostw_recorded(void);
 
 /* Installs fn to be called after every successful change with the sysroot, the
  * kernel path and the value written (NULL for files and ownership); NULL removes it.
- * Tests use it to play the kernel. */
-typedef void (*hostw_observer)(const char *sysroot, const char *path, const char *value,
-                               void *data);
+ * Tests use it to play the kernel, whose attributes can refuse a value: fn returns 0,
+ * or -errno to make the change fail with that error (restoring what the attribute
+ * held is then its business). */
+typedef int (*hostw_observer)(const char *sysroot, const char *path, const char *value,
+                              void *data);
 void hostw_observe(hostw_observer fn, void *data);
 
 #endif

@@ -11,7 +11,7 @@
 
 static const char *const pool_dir = "/sys/kernel/mm/hugepages/hugepages-%lukB/%s";
 
-static void size_name(unsigned long size_kb, char *out, size_t outsz)
+void hugepages_size_name(unsigned long size_kb, char *out, size_t outsz)
 {
     if (size_kb >= 1048576 && size_kb % 1048576 == 0)
         snprintf(out, outsz, "%luG", size_kb / 1048576);
@@ -72,7 +72,7 @@ int hugepages_reserve(const char *sysroot, unsigned long size_kb, unsigned long 
                       char *err, size_t errsz)
 {
     char size[16];
-    size_name(size_kb, size, sizeof(size));
+    hugepages_size_name(size_kb, size, sizeof(size));
     long long before = sysfs_read_num(sysroot, -1, 10, pool_dir, size_kb, "nr_hugepages");
     if (before < 0) {
         struct hugepages_pool pools[8];
@@ -81,7 +81,7 @@ int hugepages_reserve(const char *sysroot, unsigned long size_kb, unsigned long 
             snprintf(err, errsz, "hugepages: this host has no %s pages (it has", size);
         for (int i = 0; i < n && i < 8 && len >= 0 && (size_t)len < errsz; i++) {
             char s[16];
-            size_name(pools[i].size_kb, s, sizeof(s));
+            hugepages_size_name(pools[i].size_kb, s, sizeof(s));
             len += snprintf(err + len, errsz - (size_t)len, "%s %s", i ? "," : "", s);
         }
         if (len >= 0 && (size_t)len < errsz)

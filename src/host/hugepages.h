@@ -4,8 +4,10 @@
  * A reservation raises nr_hugepages by the session's count and checks that the pages
  * are really there (the kernel gives fewer when memory is fragmented); a release
  * lowers it by the same count. Both need only the size and the count, which the
- * session store records. QEMU then backs the guest with memory-backend-file on
- * hugetlbfs with prealloc=on. */
+ * session store records. QEMU then backs the guest with memory-backend-memfd,
+ * hugetlb=on,hugetlbsize=SIZE,prealloc=on: a memfd draws on the kernel's pool of that
+ * page size, so no hugetlbfs mount of the right page size is needed and a 1G guest
+ * really gets the 1G pages reserved for it. */
 #ifndef QDESK_HOST_HUGEPAGES_H
 #define QDESK_HOST_HUGEPAGES_H
 
@@ -27,6 +29,10 @@ struct hugepages_pool {
  * or -1 with err. No pools (no hugetlbfs support) gives 0. */
 int hugepages_pools(const char *sysroot, struct hugepages_pool *out, size_t max,
                     char *err, size_t errsz);
+
+/* Writes the page size as QEMU and the kernel's boot parameters spell it ("2M",
+ * "1G") into out. */
+void hugepages_size_name(unsigned long size_kb, char *out, size_t outsz);
 
 /* The number of size_kb pages that hold memory_mb (rounded up). */
 unsigned long hugepages_count(uint64_t memory_mb, unsigned long size_kb);

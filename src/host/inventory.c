@@ -10,13 +10,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *const names[INVENTORY_KINDS] = {"gpu", "vf", "mdev", "render", "usb"};
-
-const char *inventory_kind_name(enum inventory_kind kind)
-{
-    return (unsigned)kind < INVENTORY_KINDS ? names[kind] : "?";
-}
-
 struct units {
     struct inventory_unit *v;
     size_t n, cap;
@@ -124,9 +117,11 @@ static int list_mdev(const char *sysroot, struct units *u, char *err, size_t err
         snprintf(x->label, sizeof(x->label), "%s on %s (%s)", types[i].type,
                  types[i].parent, types[i].description);
         x->capacity = types[i].available;
-        x->usable = types[i].available > 0;
+        x->used = types[i].instances;
+        x->usable = types[i].available + types[i].instances > 0;
         if (!x->usable)
-            snprintf(x->why, sizeof(x->why), "no free instance");
+            snprintf(x->why, sizeof(x->why), "%s has no room for this type",
+                     types[i].parent);
     }
     mdev_types_free(types);
     return 0;
@@ -212,12 +207,4 @@ int inventory_list(const char *sysroot, enum inventory_kind kind, bool allow_con
     *out = u.v;
     *n = u.n;
     return 0;
-}
-
-json_t *inventory_unit_json(const struct inventory_unit *u)
-{
-    return json_pack("{s:s, s:s, s:s, s:s, s:i, s:b, s:s}", "kind",
-                     inventory_kind_name(u->kind), "id", u->id, "label", u->label,
-                     "parent", u->parent, "capacity", (int)u->capacity, "usable",
-                     u->usable, "why", u->why);
 }

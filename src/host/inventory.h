@@ -7,7 +7,7 @@
  *   vf      "vf:0000:00:02.1"                  an SR-IOV VF (listed before it exists:
  *                                              prepare creates the PF's VFs)
  *   mdev    "mdev:0000:00:02.0/i915-GVTg_V5_4" a mediated type; capacity = free
- *                                              instances
+ *                                              instances, used = made ones
  *   render  "render:renderD128"                a render node, shared (capacity 0)
  *   usb     "usb:1-1.2"                        a USB device by its port
  *
@@ -18,7 +18,6 @@
 
 #include "host/pcidev.h"
 
-#include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
 
@@ -39,20 +38,16 @@ struct inventory_unit {
     char parent[PCIDEV_ADDR_SIZE]; /* vf: its PF; mdev: its parent */
     unsigned capacity;             /* sessions that can hold it at once: 1 (exclusive),
                                       free instances (mdev), 0 (shared: render) */
+    unsigned used;                 /* mdev: instances that exist (made by qdesk or
+                                      not) */
     bool usable;
     char why[512]; /* why not usable */
 };
-
-/* "gpu", "vf", "mdev", "render", "usb". */
-const char *inventory_kind_name(enum inventory_kind kind);
 
 /* Lists the units of kind into a newly allocated array (free() it), in a stable
  * order. allow_console: the operator lets the GPU that shows the host console be
  * passed through. Returns 0, or -1 with err. */
 int inventory_list(const char *sysroot, enum inventory_kind kind, bool allow_console,
                    struct inventory_unit **out, size_t *n, char *err, size_t errsz);
-
-/* {"kind", "id", "label", "parent", "capacity", "usable", "why"}: a new reference. */
-json_t *inventory_unit_json(const struct inventory_unit *u);
 
 #endif

@@ -110,10 +110,27 @@ void iommu_group_verdict(const struct iommu_group *g, const struct pcidev_list *
 {
     char claimed[32][PCIDEV_ADDR_SIZE];
     size_t n = 0;
+    bool gpu = false;
     for (size_t i = 0; i < g->n && n < 32; i++) {
         const struct pcidev *d = pcidev_find(devs, g->addrs[i]);
-        if (d && pcidev_is_display(d))
+        if (d && pcidev_is_display(d)) {
+            gpu = true;
             n += pcidev_companions(devs, d, claimed + n, 32 - n);
+        }
     }
     iommu_check(g, devs, claimed, n, v);
+    v->gpu = gpu;
+    if (gpu)
+        return;
+    /* no GPU: the group would go whole, each device with it */
+    v->viable = true;
+    v->n_blockers = 0;
+    v->why[0] = 0;
+    for (size_t i = 0; i < g->n; i++) {
+        const struct pcidev *d = pcidev_find(devs, g->addrs[i]);
+        size_t len = strlen(v->host_drivers);
+        if (d && d->driver[0] && !pcidev_is_bridge(d))
+            snprintf(v->host_drivers + len, sizeof(v->host_drivers) - len, "%s%s %s",
+                     len ? ", " : "", d->addr, d->driver);
+    }
 }

@@ -36,9 +36,14 @@ struct iommu_verdict {
     bool viable;
     size_t n_blockers;
     char blockers[IOMMU_MAX_BLOCKERS][PCIDEV_ADDR_SIZE];
-    /* "0000:02:00.1 (Intel Corporation I210 Gigabit Network Connection) is bound to
+    /* "0000:05:00.0 (Intel Corporation I210 Gigabit Network Connection) is bound to
      * igb", several joined by "; " */
     char why[1024];
+    bool gpu; /* iommu_group_verdict(): the group holds a display device */
+    /* iommu_group_verdict() of a group without a display device: the host drivers its
+     * devices have now, which they leave when the group goes to a guest whole
+     * ("0000:01:00.0 nvme"; "" when none) */
+    char host_drivers[512];
 };
 
 /* Decides whether g can go to a guest once qdesk has bound the claimed devices to
@@ -49,7 +54,9 @@ void iommu_check(const struct iommu_group *g, const struct pcidev_list *devs,
 
 /* The verdict shown in reports: as iommu_check() with every display device of the
  * group and its companion functions (pcidev_companions()) claimed, since those are
- * what qdesk passes through. */
+ * what qdesk passes through. A group without a display device is isolated: it can go
+ * to a guest whole, so it is viable, and the drivers that hold its devices now are in
+ * host_drivers (a device never blocks its own group). */
 void iommu_group_verdict(const struct iommu_group *g, const struct pcidev_list *devs,
                          struct iommu_verdict *v);
 

@@ -60,13 +60,13 @@ static void add_unique(char (*list)[256], size_t *n, const char *s)
         snprintf(list[(*n)++], 256, "%s", s);
 }
 
-static void add_module(struct kcmdline_plan *p, const char *m)
+static void add_module(char (*list)[32], size_t *n, const char *m)
 {
-    for (size_t i = 0; i < p->n_modules; i++)
-        if (!strcmp(p->modules[i], m))
+    for (size_t i = 0; i < *n; i++)
+        if (!strcmp(list[i], m))
             return;
-    if (p->n_modules < KCMDLINE_MAX)
-        snprintf(p->modules[p->n_modules++], sizeof(p->modules[0]), "%s", m);
+    if (*n < KCMDLINE_MAX)
+        snprintf(list[(*n)++], 32, "%s", m);
 }
 
 static void add_softdep(struct kcmdline_plan *p, const char *driver)
@@ -243,15 +243,19 @@ int kcmdline_plan(const char *sysroot, char *const *addrs, size_t n,
     add_unique(p->params, &p->n_params, "kvm.ignore_msrs=1");
     for (size_t i = 0; i < n_gpu_params; i++)
         add_unique(p->params, &p->n_params, gpu_params[i]);
-    if (vfio) {
-        add_module(p, "vfio");
-        add_module(p, "vfio_iommu_type1");
-        add_module(p, "vfio_pci");
+    static const char *const vfio_modules[] = {"vfio", "vfio_iommu_type1", "vfio_pci"};
+    for (size_t i = 0; i < 3; i++) {
+        if (vfio)
+            add_module(p->modules, &p->n_modules, vfio_modules[i]);
+        /* a whole card: vfio-pci must take it in the initramfs, where its driver
+         * loads too */
+        if (n_ids)
+            add_module(p->initramfs, &p->n_initramfs, vfio_modules[i]);
     }
     if (gvt) {
-        add_module(p, "kvmgt");
-        add_module(p, "vfio_iommu_type1");
-        add_module(p, "mdev");
+        add_module(p->modules, &p->n_modules, "kvmgt");
+        add_module(p->modules, &p->n_modules, "vfio_iommu_type1");
+        add_module(p->modules, &p->n_modules, "mdev");
     }
     rc = 0;
 cleanup:
@@ -281,6 +285,12 @@ void kcmdline_print(const struct kcmdline_plan *p, FILE *f)
         for (size_t i = 0; i < p->n_modprobe; i++)
             fprintf(f, "%s\n", p->modprobe[i]);
     }
+    if (p->n_initramfs) {
+        fprintf(f, "\n# %s (vfio-pci takes the card before its driver can)\n",
+                KCMDLINE_INITRAMFS);
+        for (size_t i = 0; i < p->n_initramfs; i++)
+            fprintf(f, "%s\n", p->initramfs[i]);
+    }
     if (p->n_notes) {
         fprintf(f, "\n");
         for (size_t i = 0; i < p->n_notes; i++)
@@ -295,7 +305,7 @@ void kcmdline_print(const struct kcmdline_plan *p, FILE *f)
 json_t *kcmdline_plan_json(const struct kcmdline_plan *p)
 {
     json_t *params = json_array(), *modules = json_array(), *modprobe = json_array(),
-           *notes = json_array(), *cmds = json_array();
+           *initramfs = json_array(), *notes = json_array(), *cmds = json_array();
     char line[KCMDLINE_MAX * 257] = "";
     size_t len = 0;
     for (size_t i = 0; i < p->n_params; i++) {
@@ -307,13 +317,15 @@ json_t *kcmdline_plan_json(const struct kcmdline_plan *p)
         json_array_append_new(modules, json_string(p->modules[i]));
     for (size_t i = 0; i < p->n_modprobe; i++)
         json_array_append_new(modprobe, json_string(p->modprobe[i]));
+    for (size_t i = 0; i < p->n_initramfs; i++)
+        json_array_append_new(initramfs, json_string(p->initramfs[i]));
     for (size_t i = 0; i < p->n_notes; i++)
         json_array_append_new(notes, json_string(p->notes[i]));
     for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
         json_array_append_new(cmds, json_string(commands[i]));
-    return json_pack("{s:s, s:o, s:s, s:o, s:o, s:o, s:o}", "vendor", p->vendor, "params",
-                     params, "cmdline", line, "modules", modules, "modprobe", modprobe,
-                     "notes", notes, "commands", cmds);
+    return json_pack("{s:s, s:o, s:s, s:o, s:o, s:o, s:o, s:o}", "vendor", p->vendor,
+                     "params", params, "cmdline", line, "modules", modules, "modprobe",
+                     modprobe, "initramfs", initramfs, "notes", notes, "commands", cmds);
 }
 
 /* --- applying -------------------------------------------------------------------- */
@@ -418,13 +430,25 @@ static bool grub_line(const char *text, size_t *start, size_t *end, char *quote,
     return found;
 }
 
-/* Appends the lines missing from the file at path (creating it with a header): want
- * holds n strings, width bytes apart. Sets *changed. Returns 0, or -1 with err. */
+/* Copies the file at path to PATH.qdesk-STAMP, its name written into backup, before
+ * it is changed. Returns 0, or -1 with err. */
+static int backup_file(const char *sysroot, const char *path, const char *stamp,
+                       char *backup, size_t backupsz, char *err, size_t errsz)
+{
+    snprintf(backup, backupsz, "%s.qdesk-%s", path, stamp);
+    return hostw_copy_file(sysroot, path, backup, err, errsz) < 0 ? -1 : 0;
+}
+
+/* Appends the lines missing from the file at path (creating it with a header, or
+ * first backing it up): want holds n strings, width bytes apart. Sets *changed, and
+ * backup to the old file's copy ("" for none). Returns 0, or -1 with err. */
 static int add_lines(const char *sysroot, const char *path, const char *want, size_t n,
-                     size_t width, bool *changed, char *err, size_t errsz)
+                     size_t width, const char *stamp, bool *changed, char *backup,
+                     size_t backupsz, char *err, size_t errsz)
 {
     char full[PATH_MAX];
     *changed = false;
+    backup[0] = 0;
     if (!n)
         return 0;
     if (fs_join(full, sizeof(full), sysroot, path) < 0) {
@@ -465,7 +489,9 @@ static int add_lines(const char *sysroot, const char *path, const char *want, si
         }
     }
     int rc = 0;
-    if (*changed || !old)
+    if (*changed && old)
+        rc = backup_file(sysroot, path, stamp, backup, backupsz, err, errsz);
+    if (rc == 0 && (*changed || !old))
         rc = hostw_replace_file(sysroot, path, text, len, 0644, err, errsz);
     *changed |= !old;
     free(old);
@@ -497,13 +523,13 @@ int kcmdline_apply(const char *sysroot, const struct kcmdline_plan *p, time_t no
         goto cleanup;
     }
     bool grub_changed = !has_line || strcmp(merged, value) != 0;
+    char backup[PATH_MAX], stamp[32];
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    strftime(stamp, sizeof(stamp), "%Y%m%d-%H%M%S", &tm);
     if (grub_changed) {
-        char backup[PATH_MAX], stamp[32];
-        struct tm tm;
-        gmtime_r(&now, &tm);
-        strftime(stamp, sizeof(stamp), "%Y%m%d-%H%M%S", &tm);
-        snprintf(backup, sizeof(backup), "%s.qdesk-%s", KCMDLINE_GRUB, stamp);
-        if (hostw_copy_file(sysroot, KCMDLINE_GRUB, backup, err, errsz) < 0)
+        if (backup_file(sysroot, KCMDLINE_GRUB, stamp, backup, sizeof(backup), err,
+                        errsz) < 0)
             goto cleanup;
         size_t tlen = strlen(text), cap = tlen + strlen(merged) + 64;
         if (!(out = malloc(cap))) {
@@ -525,22 +551,32 @@ int kcmdline_apply(const char *sysroot, const struct kcmdline_plan *p, time_t no
                                  "%s)\n",
                                  KCMDLINE_GRUB, merged, backup);
     }
-    bool mod_changed, probe_changed;
-    if (add_lines(sysroot, KCMDLINE_MODULES, p->modules[0], p->n_modules,
-                  sizeof(p->modules[0]), &mod_changed, err, errsz) < 0 ||
-        add_lines(sysroot, KCMDLINE_MODPROBE, p->modprobe[0], p->n_modprobe,
-                  sizeof(p->modprobe[0]), &probe_changed, err, errsz) < 0)
-        goto cleanup;
-    if (mod_changed && mlen < msgsz)
-        mlen += (size_t)snprintf(msg + mlen, msgsz - mlen, "%s: modules loaded at boot\n",
-                                 KCMDLINE_MODULES);
-    if (probe_changed && mlen < msgsz)
-        mlen += (size_t)snprintf(msg + mlen, msgsz - mlen,
-                                 "%s: vfio-pci loads before the "
-                                 "GPU drivers\n",
-                                 KCMDLINE_MODPROBE);
+    const struct {
+        const char *path, *lines, *what;
+        size_t n, width;
+    } files[] = {
+        {KCMDLINE_MODULES, p->modules[0], "modules loaded at boot", p->n_modules,
+         sizeof(p->modules[0])},
+        {KCMDLINE_MODPROBE, p->modprobe[0], "vfio-pci loads before the GPU drivers",
+         p->n_modprobe, sizeof(p->modprobe[0])},
+        {KCMDLINE_INITRAMFS, p->initramfs[0],
+         "vfio-pci is in the initramfs, to take the card before its driver does",
+         p->n_initramfs, sizeof(p->initramfs[0])},
+    };
+    bool changed = grub_changed;
+    for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+        bool file_changed;
+        if (add_lines(sysroot, files[i].path, files[i].lines, files[i].n, files[i].width,
+                      stamp, &file_changed, backup, sizeof(backup), err, errsz) < 0)
+            goto cleanup;
+        changed |= file_changed;
+        if (file_changed && mlen < msgsz)
+            mlen += (size_t)snprintf(
+                msg + mlen, msgsz - mlen, "%s: %s%s%s%s\n", files[i].path, files[i].what,
+                backup[0] ? " (the old file is " : "", backup, backup[0] ? ")" : "");
+    }
     if (mlen < msgsz) {
-        if (grub_changed || mod_changed || probe_changed)
+        if (changed)
             snprintf(msg + mlen, msgsz - mlen,
                      "now run update-initramfs -u and update-grub, "
                      "then reboot\n");

@@ -8,7 +8,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 
 void mdev_types_free(struct mdev_type *v)
 {
@@ -60,6 +59,9 @@ int mdev_scan(const char *sysroot, struct mdev_type **out, size_t *n, char *err,
             long long avail =
                 sysfs_read_num(sysroot, 0, 10, dir, parent, *t, "available_instances");
             m->available = avail > 0 ? (unsigned)avail : 0;
+            char **made = sysfs_list(sysroot, true, dir, parent, *t, "devices");
+            m->instances = (unsigned)sysfs_names_count(made);
+            sysfs_names_free(made);
             char path[PATH_MAX];
             char *text = NULL;
             if (sysfs_path(path, sizeof(path), sysroot, dir, parent, *t, "description") ==
@@ -96,25 +98,4 @@ bool mdev_type_matches(const struct mdev_type *m, const char *want)
     /* "GVTg_V5_4" names "i915-GVTg_V5_4": the type without its driver's prefix */
     const char *dash = strchr(m->type, '-');
     return dash && !strcmp(dash + 1, want);
-}
-
-int mdev_uuid(char *out, size_t outsz)
-{
-    unsigned char b[16];
-    size_t got = 0;
-    while (got < sizeof(b)) {
-        ssize_t r = getrandom(b + got, sizeof(b) - got, 0);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r < 0)
-            return -1;
-        got += (size_t)r;
-    }
-    b[6] = (b[6] & 0x0f) | 0x40; /* version 4 */
-    b[8] = (b[8] & 0x3f) | 0x80; /* RFC 4122 variant */
-    snprintf(out, outsz,
-             "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0],
-             b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12],
-             b[13], b[14], b[15]);
-    return 0;
 }

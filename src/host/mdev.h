@@ -14,6 +14,7 @@ struct mdev_type {
     char name[64];                 /* GVTg_V5_4 */
     char device_api[16];           /* vfio-pci */
     unsigned available;            /* available_instances: how many more can be made */
+    unsigned instances;            /* how many exist (its devices directory) */
     char description[256];         /* its lines joined by ", " */
 };
 
@@ -27,9 +28,5 @@ void mdev_types_free(struct mdev_type *v);
 /* Returns true when want ("" for any) names m: its directory name ("i915-GVTg_V5_4")
  * or that name without the driver's prefix ("GVTg_V5_4"). */
 bool mdev_type_matches(const struct mdev_type *m, const char *want);
-
-/* Writes a fresh random (version 4) UUID into out (at least 37 bytes). Returns 0, or
- * -1 with errno. */
-int mdev_uuid(char *out, size_t outsz);
 
 #endif

@@ -176,25 +176,6 @@ size_t pcidev_companions(const struct pcidev_list *l, const struct pcidev *gpu,
     return n;
 }
 
-int pcidev_vfs(const char *sysroot, const char *pf, char (*out)[PCIDEV_ADDR_SIZE],
-               size_t max)
-{
-    if (!addr_ok(pf))
-        return -EINVAL;
-    int n = 0;
-    for (int i = 0; i < 4096; i++) {
-        char vf[64];
-        if (sysfs_link_name(sysroot, vf, sizeof(vf), "/sys/bus/pci/devices/%s/virtfn%d",
-                            pf, i) < 0 ||
-            !addr_ok(vf))
-            break;
-        if ((size_t)n < max)
-            snprintf(out[n], PCIDEV_ADDR_SIZE, "%s", vf);
-        n++;
-    }
-    return n;
-}
-
 bool pcidev_driver_vfio_safe(const char *driver)
 {
     return !driver[0] || !strcmp(driver, "vfio-pci") || !strcmp(driver, "pci-stub");

@@ -73,11 +73,6 @@ bool pcidev_same_slot(const char *a, const char *b);
 size_t pcidev_companions(const struct pcidev_list *l, const struct pcidev *gpu,
                          char (*out)[PCIDEV_ADDR_SIZE], size_t max);
 
-/* Writes the addresses of the virtual functions of pf (its virtfnN links, in order)
- * into out. Returns how many exist (may exceed max), or -errno. */
-int pcidev_vfs(const char *sysroot, const char *pf, char (*out)[PCIDEV_ADDR_SIZE],
-               size_t max);
-
 /* Returns true when the driver leaves an IOMMU group usable by vfio: none, vfio-pci
  * or pci-stub. */
 bool pcidev_driver_vfio_safe(const char *driver);

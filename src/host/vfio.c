@@ -9,6 +9,7 @@
 #include <limits.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 int vfio_available(const char *sysroot, char *err, size_t errsz)
 {
@@ -18,6 +19,56 @@ int vfio_available(const char *sysroot, char *err, size_t errsz)
              "vfio-pci is not loaded: run 'modprobe vfio-pci' (and 'qdesk host "
              "cmdline --gpu ADDR --apply' to load it at every boot)");
     return -1;
+}
+
+/* Whether the link sysroot + /proc/PID/fd/FD reads one of the nodes. */
+static bool fd_is(const char *sysroot, const char *pid, const char *fd, char (*nodes)[64],
+                  size_t n)
+{
+    char path[PATH_MAX], target[128];
+    if (sysfs_path(path, sizeof(path), sysroot, "/proc/%s/fd/%s", pid, fd) < 0)
+        return false;
+    ssize_t len = readlink(path, target, sizeof(target) - 1);
+    if (len < 0)
+        return false;
+    target[len] = 0;
+    for (size_t i = 0; i < n; i++)
+        if (!strcmp(target, nodes[i]))
+            return true;
+    return false;
+}
+
+bool vfio_device_user(const char *sysroot, const char *addr, char *who, size_t whosz)
+{
+    char nodes[2][64], name[32];
+    size_t n = 0;
+    who[0] = 0;
+    if (sysfs_link_name(sysroot, name, sizeof(name), "/sys/bus/pci/devices/%s/driver",
+                        addr) < 0 ||
+        strcmp(name, "vfio-pci"))
+        return false; /* only vfio-pci hands devices to processes */
+    if (sysfs_link_name(sysroot, name, sizeof(name),
+                        "/sys/bus/pci/devices/%s/iommu_group", addr) == 0)
+        snprintf(nodes[n++], sizeof(nodes[0]), "/dev/vfio/%s", name);
+    char **cdev = sysfs_list(sysroot, true, "/sys/bus/pci/devices/%s/vfio-dev", addr);
+    if (cdev && cdev[0])
+        snprintf(nodes[n++], sizeof(nodes[0]), "/dev/vfio/devices/%s", cdev[0]);
+    sysfs_names_free(cdev);
+    char **pids = n ? sysfs_list(sysroot, true, "/proc") : NULL;
+    for (char **p = pids; p && *p && !who[0]; p++) {
+        if (strspn(*p, "0123456789") != strlen(*p))
+            continue;
+        char **fds = sysfs_list(sysroot, true, "/proc/%s/fd", *p);
+        for (char **f = fds; f && *f && !who[0]; f++)
+            if (fd_is(sysroot, *p, *f, nodes, n)) {
+                char comm[32];
+                sysfs_read(sysroot, comm, sizeof(comm), "/proc/%s/comm", *p);
+                snprintf(who, whosz, "process %s (%s)", *p, comm[0] ? comm : "?");
+            }
+        sysfs_names_free(fds);
+    }
+    sysfs_names_free(pids);
+    return who[0] != 0;
 }
 
 static int dev_path(char *out, size_t outsz, const char *addr, const char *attr)

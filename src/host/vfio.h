@@ -9,6 +9,7 @@
 #ifndef QDESK_HOST_VFIO_H
 #define QDESK_HOST_VFIO_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 /* Binds the device at addr (canonical) to vfio-pci and writes the driver it had
@@ -23,6 +24,13 @@ int vfio_bind(const char *sysroot, const char *addr, char *orig, size_t origsz, 
  * longer exists, so it may be repeated. Returns 0, or -1 with err. */
 int vfio_unbind(const char *sysroot, const char *addr, const char *orig, char *err,
                 size_t errsz);
+
+/* Whether some process holds the device at addr through vfio: its IOMMU group's node
+ * (/dev/vfio/N) or its vfio device node (/dev/vfio/devices/vfioN) is open, as
+ * sysroot's /proc/PID/fd shows. On true, who says which: "process 4242
+ * (qemu-system-x86)". A device bound to vfio-pci that nobody holds (vfio-pci.ids= at
+ * boot) is free to use; one bound to another driver is not held through vfio. */
+bool vfio_device_user(const char *sysroot, const char *addr, char *who, size_t whosz);
 
 /* Returns 0 when vfio-pci is loaded (sysroot has /sys/bus/pci/drivers/vfio-pci), or
  * -1 with err saying how to load it. */

@@ -1,5 +1,7 @@
 #include "qemu/cmdline.h"
 
+#include "host/hugepages.h"
+
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
@@ -69,8 +71,15 @@ static int build_cpu(struct argv *a, const struct vm_spec *s)
     struct qopt o = {0};
     qopt_word(&o, s->kvm ? "host" : "max");
     if (s->gpu_grant.hide_kvm) {
-        /* consumer NVIDIA drivers refuse to run when they see a hypervisor */
+        /* Consumer NVIDIA drivers refuse to run when they see KVM: kvm=off hides its
+         * signature, and the Hyper-V leaves name another vendor. hv-vendor-id alone
+         * changes nothing (QEMU's hyperv.rst: it is not an enlightenment), so the
+         * enlightenments Windows guests want anyway come with it. */
         qopt_word(&o, "kvm=off");
+        qopt_word(&o, "hv-relaxed");
+        qopt_word(&o, "hv-vapic");
+        qopt_word(&o, "hv-spinlocks=0x1fff");
+        qopt_word(&o, "hv-time");
         qopt_add(&o, "hv-vendor-id",
                  s->gpu_grant.hv_vendor_id[0] ? s->gpu_grant.hv_vendor_id
                                               : GPU_HV_VENDOR_ID);
@@ -87,15 +96,19 @@ static int build_memory(struct argv *a, const struct vm_spec *s)
     argv_add(a, "-m");
     argv_addf(a, "size=%lluM", (unsigned long long)s->memory_mb);
     if (s->hugepages_kb) {
-        /* Guest RAM from the hugepages reserved for this session, touched at start
-         * so a shortage shows now rather than as a guest crash later. */
+        /* Guest RAM from the hugepages reserved for this session: a memfd draws on
+         * the kernel's pool of exactly that page size (a hugetlbfs mount has one page
+         * size, usually 2M), and prealloc touches every page at start so a shortage
+         * shows now rather than as a guest crash later. */
         struct qopt o = {0};
-        qopt_word(&o, "memory-backend-file");
+        char size[16];
+        hugepages_size_name(s->hugepages_kb, size, sizeof(size));
+        qopt_word(&o, "memory-backend-memfd");
         qopt_word(&o, "id=mem0");
         qopt_addf(&o, "size", "%lluM", (unsigned long long)s->memory_mb);
-        qopt_add(&o, "mem-path", s->hugetlbfs);
+        qopt_word(&o, "hugetlb=on");
+        qopt_add(&o, "hugetlbsize", size);
         qopt_word(&o, "prealloc=on");
-        qopt_word(&o, "share=off");
         argv_add_qopt(a, "-object", &o);
     }
     return argv_status(a);

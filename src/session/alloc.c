@@ -6,19 +6,29 @@
 #include "host/hugepages.h"
 #include "host/inventory.h"
 #include "host/usb.h"
+#include "host/vfio.h"
 #include "net/tap.h"
 #include "qemu/cmdline.h"
 #include "session/store.h"
 #include "util/log.h"
+#include "util/proc.h"
 
 #include <dirent.h>
+#include <errno.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 /* Kinds of claim in the store. */
-#define K_GPU       "gpu"
+#define K_GPU                                                                            \
+    "gpu" /* a device held whole: "pci:ADDR" (a card), "vf:ADDR",                        \
+             "mdev:PARENT/TYPE/UUID" */
+#define K_SHARE                                                                          \
+    "share" /* "ADDR/SESSION": the session uses the device at ADDR                       \
+               without holding it (the PF of its VF, the parent of its                   \
+               mediated device, the card of its render node), so no                      \
+               session may take that device whole meanwhile */
 #define K_USB       "usb"
 #define K_HUGEPAGES "hugepages"
 #define K_CPU       "cpu"
@@ -48,12 +58,15 @@ static void gpu_request_for(const struct config *cfg, const struct spec_request 
     gr->kind = (enum gpu_kind)req->gpu;
     snprintf(gr->unit, sizeof(gr->unit), "%s", unit ? unit : "");
     snprintf(gr->mdev_type, sizeof(gr->mdev_type), "%s", req->gpu_type);
+    mdev_uuid_for(spec->name, gr->mdev_uuid, sizeof(gr->mdev_uuid));
     gr->vfs = (unsigned)cfg->vfs;
     gr->seabios = !spec->uefi;
     gr->allow_console = cfg->allow_host_console;
+    snprintf(gr->rom_dir, sizeof(gr->rom_dir), "%s", cfg->rom_dir);
 }
 
-/* Plans the GPU for one unit (or the first suitable one when unit is NULL). */
+/* Plans the GPU for one unit (or the first suitable one when unit is NULL). Returns
+ * 0, or gpu_plan()'s -EBUSY or -1 with err. */
 static int plan_gpu(const struct config *cfg, const struct spec_request *req,
                     struct vm_spec *spec, const char *unit, char *err, size_t errsz)
 {
@@ -61,14 +74,10 @@ static int plan_gpu(const struct config *cfg, const struct spec_request *req,
     gpu_request_for(cfg, req, spec, unit, &gr);
     struct gpu_grant *g = &spec->gpu_grant;
     char why[1024];
-    if (gpu_plan(cfg->sysroot, &gr, g, why, sizeof(why)) < 0) {
+    int rc = gpu_plan(cfg->sysroot, &gr, g, why, sizeof(why));
+    if (rc < 0) {
         snprintf(err, errsz, "gpu: %s", why);
-        return -1;
-    }
-    if (g->kind == GPU_KIND_MDEV) {
-        mdev_uuid_for(spec->name, g->mdev_uuid, sizeof(g->mdev_uuid));
-        snprintf(g->mdev_sysfsdev, sizeof(g->mdev_sysfsdev), "/sys/bus/mdev/devices/%s",
-                 g->mdev_uuid);
+        return rc;
     }
     if (g->kind == GPU_KIND_VIRGL && spec->virgl_sdl)
         g->warning[0] = 0; /* the X display renders: no render node needed */
@@ -159,7 +168,7 @@ struct claim_list {
     const char *session; /* NULL: every claim */
     struct claim {
         char kind[16];
-        char unit[96];
+        char unit[160];
         char session[SESSION_ID_LEN];
         char *data;
     } * v;
@@ -192,25 +201,23 @@ static void claims_free(struct claim_list *l)
     l->n = 0;
 }
 
-static const char *holder(const struct claim_list *l, const char *kind, const char *unit)
-{
-    for (size_t i = 0; i < l->n; i++)
-        if (!strcmp(l->v[i].kind, kind) && !strcmp(l->v[i].unit, unit))
-            return l->v[i].session;
-    return NULL;
-}
+static int pin_emulators(struct store *st, char *err, size_t errsz);
 
 /* Undoes one claim's effect on the host (not the claim itself). */
 static void undo(const struct config *cfg, const struct claim *c)
 {
-    char err[1024];
+    char err[1024] = "";
     json_error_t jerr;
     json_t *data = json_loads(c->data, 0, &jerr);
     if (!strcmp(c->kind, K_GPU)) {
         struct gpu_grant g;
-        if (gpu_grant_from_json(data, &g, err, sizeof(err)) < 0 ||
-            gpu_grant_chown(cfg->sysroot, &g, 0, 0, err, sizeof(err)) < 0 ||
-            gpu_release(cfg->sysroot, &g, err, sizeof(err)) < 0)
+        char why[1024];
+        /* the vfio nodes go back to root where they exist (a mediated device that
+         * was never made has none); the device goes back in any case */
+        if (gpu_grant_from_json(data, &g, err, sizeof(err)) == 0 &&
+            gpu_grant_chown(cfg->sysroot, &g, 0, 0, why, sizeof(why)) < 0)
+            log_info("session %s: %s", c->session, why);
+        if (err[0] || gpu_release(cfg->sysroot, &g, err, sizeof(err)) < 0)
             log_error("session %s: cannot give back %s: %s", c->session, c->unit, err);
         else
             log_info("session %s: gave back %s", c->session, c->unit);
@@ -236,12 +243,19 @@ static void undo(const struct config *cfg, const struct claim *c)
 void alloc_release(struct store *st, const struct config *cfg, const char *id)
 {
     struct claim_list l = {.session = id};
+    bool pinned = false;
+    char err[256];
     store_alloc_list(st, collect, &l);
-    for (size_t i = 0; i < l.n; i++)
+    for (size_t i = 0; i < l.n; i++) {
         undo(cfg, &l.v[i]);
+        pinned |= !strcmp(l.v[i].kind, K_CPUPLAN);
+    }
     if (l.n)
         store_alloc_release(st, id);
     claims_free(&l);
+    /* the CPUs it leaves are free for the other sessions' emulator threads */
+    if (pinned && pin_emulators(st, err, sizeof(err)) < 0)
+        log_warn("pinning after session %s: %s", id, err);
 }
 
 void alloc_reconcile(struct store *st, const struct config *cfg,
@@ -249,16 +263,124 @@ void alloc_reconcile(struct store *st, const struct config *cfg,
 {
     struct claim_list l = {0};
     store_alloc_list(st, collect, &l);
+    const char *released = "";
     for (size_t i = 0; i < l.n; i++)
-        if (!live(l.v[i].session, arg)) {
-            /* the first claim of the session releases them all; later ones of the
-             * same session find nothing left */
+        if (strcmp(l.v[i].session, released) && !live(l.v[i].session, arg)) {
             log_warn("session %s is gone but holds %s: giving it back", l.v[i].session,
                      l.v[i].unit);
-            alloc_release(st, cfg, l.v[i].session);
+            alloc_release(st, cfg, l.v[i].session); /* all its claims at once */
+            released = l.v[i].session;
         }
     claims_free(&l);
 }
+
+/* ---- who has a device ---------------------------------------------------------- */
+
+/* The device a whole-device claim names (the ADDR of "pci:ADDR" or "vf:ADDR"), or
+ * NULL. */
+static const char *held_device(const struct claim *c)
+{
+    if (strcmp(c->kind, K_GPU))
+        return NULL;
+    if (!strncmp(c->unit, "pci:", 4))
+        return c->unit + 4;
+    return strncmp(c->unit, "vf:", 3) ? NULL : c->unit + 3;
+}
+
+/* The session other than self that holds the device at addr whole, or NULL. */
+static const char *holder_of(const struct claim_list *l, const char *addr,
+                             const char *self)
+{
+    for (size_t i = 0; i < l->n; i++) {
+        const char *d = held_device(&l->v[i]);
+        if (d && !strcmp(d, addr) && strcmp(l->v[i].session, self))
+            return l->v[i].session;
+    }
+    return NULL;
+}
+
+/* Appends to out the sessions other than self that use the device at addr without
+ * holding it, each with what it uses ("session 0123456789abcdef (VF 0000:00:02.1)").
+ * Returns how many. */
+static size_t users_of(const struct claim_list *l, const char *addr, const char *self,
+                       char *out, size_t outsz)
+{
+    size_t n = 0, alen = strlen(addr);
+    for (size_t i = 0; i < l->n; i++) {
+        const struct claim *c = &l->v[i];
+        if (strcmp(c->kind, K_SHARE) || strncmp(c->unit, addr, alen) ||
+            c->unit[alen] != '/' || !strcmp(c->session, self))
+            continue;
+        json_t *data = json_loads(c->data, 0, NULL);
+        const char *use = json_string_value(json_object_get(data, "use"));
+        size_t len = strlen(out);
+        snprintf(out + len, outsz - len, "%ssession %s (%s)", len ? ", " : "", c->session,
+                 use ? use : "shared");
+        json_decref(data);
+        n++;
+    }
+    return n;
+}
+
+/* Whether the device at addr (a card, or a VF of pf; pf "" otherwise) is taken for
+ * session self: held or used by another session, its PF passed through, or held
+ * through vfio by a process outside qdesk. When it is, writes who has it into why. */
+static bool device_taken(const struct config *cfg, const struct claim_list *l,
+                         const char *addr, const char *pf, const char *self, char *why,
+                         size_t whysz)
+{
+    const char *s = holder_of(l, addr, self);
+    char users[320] = "";
+    if (s)
+        snprintf(why, whysz, "session %s", s);
+    else if (pf[0] && (s = holder_of(l, pf, self)))
+        snprintf(why, whysz, "its PF %s is passed through to session %s", pf, s);
+    else if (users_of(l, addr, self, users, sizeof(users)))
+        snprintf(why, whysz, "shared by %s", users);
+    else if (vfio_device_user(cfg->sysroot, addr, users, sizeof(users)))
+        snprintf(why, whysz, "bound to vfio-pci by something else: %s holds it", users);
+    else
+        return false;
+    return true;
+}
+
+/* The units a refusal names, each with who has it, as long as they fit. */
+struct busy {
+    char text[400];
+    size_t left; /* units that did not fit */
+};
+
+static void busy_add(struct busy *b, const char *unit, const char *why)
+{
+    size_t len = strlen(b->text);
+    int n = snprintf(b->text + len, sizeof(b->text) - len, "%s%s (%s)", len ? ", " : "",
+                     unit, why);
+    if (n < 0 || (size_t)n >= sizeof(b->text) - len) {
+        b->text[len] = 0;
+        b->left++;
+    }
+}
+
+/* The sessions holding instances of a mediated type (unit "mdev:PARENT/TYPE"), in
+ * out ("session A, session B"). Returns how many. */
+static size_t mdev_holders(const struct claim_list *l, const char *unit, char *out,
+                           size_t outsz)
+{
+    size_t n = 0, ulen = strlen(unit);
+    out[0] = 0;
+    for (size_t i = 0; i < l->n; i++) {
+        const struct claim *c = &l->v[i];
+        if (strcmp(c->kind, K_GPU) || strncmp(c->unit, unit, ulen) ||
+            c->unit[ulen] != '/')
+            continue;
+        size_t len = strlen(out);
+        snprintf(out + len, outsz - len, "%ssession %s", len ? ", " : "", c->session);
+        n++;
+    }
+    return n;
+}
+
+/* ---- claiming a GPU ------------------------------------------------------------- */
 
 static int claim_json(struct store *st, const char *kind, const char *unit,
                       const char *id, json_t *data)
@@ -270,100 +392,235 @@ static int claim_json(struct store *st, const char *kind, const char *unit,
     return rc;
 }
 
-/* Claims a GPU: tries the suitable units in order; the first claim that sticks
- * wins. */
+static void reload(struct store *st, struct claim_list *l)
+{
+    claims_free(l);
+    store_alloc_list(st, collect, l);
+}
+
+/* The store's unit for a grant: its inventory id, or for a mediated device the
+ * device itself below its type ("mdev:PARENT/TYPE/UUID"). */
+static void grant_claim_unit(const struct gpu_grant *g, char *out, size_t outsz)
+{
+    if (g->kind == GPU_KIND_MDEV)
+        snprintf(out, outsz, "%s/%s", g->unit, g->mdev_uuid);
+    else
+        snprintf(out, outsz, "%s", g->unit);
+}
+
+/* Claims the use of the device at addr without holding it. */
+static int claim_share(struct store *st, const char *id, const char *addr,
+                       const char *use)
+{
+    char unit[96];
+    snprintf(unit, sizeof(unit), "%s/%s", addr, id);
+    return claim_json(st, K_SHARE, unit, id, json_pack("{s:s}", "use", use));
+}
+
+static void unclaim_share(struct store *st, const char *id, const char *addr)
+{
+    char unit[96];
+    snprintf(unit, sizeof(unit), "%s/%s", addr, id);
+    store_alloc_release_unit(st, K_SHARE, unit);
+}
+
+/* 409 for a full mediated type (unit "mdev:PARENT/TYPE"), naming who holds it. */
+static void refuse_mdev_full(struct store *st, const char *unit, const char *why,
+                             struct session_error *e)
+{
+    struct claim_list l = {0};
+    char who[400];
+    store_alloc_list(st, collect, &l);
+    size_t n = mdev_holders(&l, unit, who, sizeof(who));
+    claims_free(&l);
+    session_refuse(e, SESSION_BUSY, "device_busy", "%s%s%s%s; try again later", why,
+                   n ? " (held by " : "", who, n ? ")" : "");
+}
+
+/* A whole device (vf, passthrough): tries the host's units in order. Every claim is
+ * made first and checked after — the device's own (pci:/vf:) and, for a VF, the use
+ * of its PF —, so of two racing requests for the same device, or for a card and a VF
+ * of it, at least one sees the other and steps back. Returns 0, or -1 with e: 409
+ * naming each unit and who has it when all are taken. */
+static int claim_device(struct store *st, const struct config *cfg, const char *id,
+                        const struct spec_request *req, struct vm_spec *spec,
+                        struct session_error *e)
+{
+    bool vf = req->gpu == SPEC_GPU_VF;
+    const char *what = vf ? "SR-IOV VF" : "GPU that can be passed through";
+    struct inventory_unit *units = NULL;
+    size_t n = 0, usable = 0;
+    char err[1024], why[1024] = "", held[480];
+    if (inventory_list(cfg->sysroot, vf ? INVENTORY_VF : INVENTORY_GPU,
+                       cfg->allow_host_console, &units, &n, err, sizeof(err)) < 0) {
+        session_refuse(e, SESSION_INTERNAL, "host", "gpu: %s", err);
+        return -1;
+    }
+    struct claim_list l = {0};
+    struct busy busy = {0};
+    int rc = -1;
+    bool failed = false;
+    store_alloc_list(st, collect, &l);
+    for (size_t i = 0; i < n && rc < 0; i++) {
+        const struct inventory_unit *u = &units[i];
+        const char *addr = strchr(u->id, ':') + 1, *pf = vf ? u->parent : "";
+        if (!u->usable) {
+            snprintf(why, sizeof(why), "%s", u->why);
+            continue;
+        }
+        usable++;
+        if (device_taken(cfg, &l, addr, pf, id, held, sizeof(held))) {
+            busy_add(&busy, addr, held);
+            continue;
+        }
+        if (plan_gpu(cfg, req, spec, u->id, err, sizeof(err)) < 0) {
+            snprintf(why, sizeof(why), "%s", err);
+            continue;
+        }
+        int c = claim_json(st, K_GPU, u->id, id, gpu_grant_to_json(&spec->gpu_grant));
+        if (c == 1 && pf[0]) {
+            char use[64];
+            snprintf(use, sizeof(use), "VF %s", addr);
+            if (claim_share(st, id, pf, use) < 0) {
+                store_alloc_release_unit(st, K_GPU, u->id);
+                c = -1;
+            }
+        }
+        if (c < 0) {
+            session_refuse(e, SESSION_INTERNAL, "store",
+                           "gpu: the claim could not be recorded");
+            failed = true;
+            break;
+        }
+        reload(st, &l);
+        if (c == 1 && !device_taken(cfg, &l, addr, pf, id, held, sizeof(held))) {
+            rc = 0;
+            break;
+        }
+        if (c == 1) { /* taken meanwhile: step back */
+            store_alloc_release_unit(st, K_GPU, u->id);
+            if (pf[0])
+                unclaim_share(st, id, pf);
+            reload(st, &l);
+        }
+        if (!device_taken(cfg, &l, addr, pf, id, held, sizeof(held)))
+            snprintf(held, sizeof(held), "claimed by another request just now");
+        busy_add(&busy, addr, held);
+    }
+    claims_free(&l);
+    free(units);
+    if (rc == 0 || failed)
+        return rc;
+    if (busy.text[0] || busy.left) {
+        char more[32] = "";
+        if (busy.left)
+            snprintf(more, sizeof(more), " and %zu more", busy.left);
+        session_refuse(e, SESSION_BUSY, "device_busy",
+                       "gpu: every %s is in use: %s%s; try again later", what, busy.text,
+                       more);
+    } else if (!usable)
+        session_refuse(e, SESSION_BAD_REQUEST, "invalid_field",
+                       "gpu: this host has no %s%s%s", what, why[0] ? ": " : "", why);
+    else
+        session_refuse(e, SESSION_BAD_REQUEST, "invalid_field", "%s", why);
+    return -1;
+}
+
+/* A device used without being held (virgl's render node, a mediated device's
+ * parent): claims that use of the card it is on, then checks that no session holds
+ * the card whole. A mediated device is also claimed itself. Returns 0, or -1 with e. */
+static int claim_use(struct store *st, const struct config *cfg, const char *id,
+                     const struct spec_request *req, struct vm_spec *spec,
+                     struct session_error *e)
+{
+    char err[1024], card[PCIDEV_ADDR_SIZE] = "", use[96], unit[160];
+    struct gpu_grant *g = &spec->gpu_grant;
+    int rc = plan_gpu(cfg, req, spec, NULL, err, sizeof(err));
+    if (rc == -EBUSY) {
+        refuse_mdev_full(st, g->unit, err, e);
+        return -1;
+    }
+    if (rc < 0) {
+        session_refuse(e, SESSION_BAD_REQUEST, "invalid_field", "%s", err);
+        return -1;
+    }
+    if (g->kind == GPU_KIND_MDEV) {
+        snprintf(card, sizeof(card), "%s", g->mdev_parent);
+        snprintf(use, sizeof(use), "mediated device %s", g->mdev_type);
+    } else if (g->render_node[0] && !spec->virgl_sdl) {
+        struct inventory_unit *nodes = NULL;
+        size_t n = 0;
+        inventory_list(cfg->sysroot, INVENTORY_RENDER, false, &nodes, &n, err,
+                       sizeof(err));
+        for (size_t i = 0; i < n; i++)
+            if (!strcmp(nodes[i].id, g->unit))
+                snprintf(card, sizeof(card), "%s", nodes[i].parent);
+        free(nodes);
+        snprintf(use, sizeof(use), "render node %s", g->unit + strlen("render:"));
+    }
+    if (!card[0])
+        return 0; /* 3D in an X display, or no render node: nothing on the host */
+    grant_claim_unit(g, unit, sizeof(unit));
+    int c = claim_share(st, id, card, use);
+    if (c == 1 && g->kind == GPU_KIND_MDEV)
+        c = claim_json(st, K_GPU, unit, id, gpu_grant_to_json(g));
+    if (c != 1) {
+        session_refuse(e, c < 0 ? SESSION_INTERNAL : SESSION_BUSY,
+                       c < 0 ? "store" : "device_busy", "gpu: %s could not be claimed",
+                       unit);
+        return -1; /* the caller gives back what was claimed */
+    }
+    struct claim_list l = {0};
+    store_alloc_list(st, collect, &l);
+    const char *s = holder_of(&l, card, id);
+    if (s)
+        session_refuse(e, SESSION_BUSY, "device_busy",
+                       "gpu: %s, which the %s is on, is passed through to session %s; "
+                       "try again later",
+                       card, use, s);
+    claims_free(&l);
+    return s ? -1 : 0;
+}
+
+/* Claims a GPU of the kind asked for and prepares it. */
 static int acquire_gpu(struct store *st, const struct config *cfg, const char *id,
                        const struct spec_request *req, struct vm_spec *spec,
                        const struct vm_user *user, struct session_error *e)
 {
-    char err[1024];
-    enum inventory_kind ik;
-    switch (req->gpu) {
-    case SPEC_GPU_VF:
-        ik = INVENTORY_VF;
-        break;
-    case SPEC_GPU_PASSTHROUGH:
-        ik = INVENTORY_GPU;
-        break;
-    default:
-        /* virgl shares the render node; an mdev's instances are counted by the
-         * kernel, and the device itself is claimed under its UUID */
-        if (plan_gpu(cfg, req, spec, NULL, err, sizeof(err)) < 0) {
-            bool full = strstr(err, "no free instance") != NULL;
-            session_refuse(e, full ? SESSION_BUSY : SESSION_BAD_REQUEST,
-                           full ? "device_busy" : "invalid_field", "%s", err);
-            return -1;
-        }
-        if (req->gpu == SPEC_GPU_VIRGL)
-            return 0;
-        char unit[96];
-        snprintf(unit, sizeof(unit), "mdev:%s", spec->gpu_grant.mdev_uuid);
-        if (claim_json(st, K_GPU, unit, id, gpu_grant_to_json(&spec->gpu_grant)) != 1) {
-            session_refuse(e, SESSION_BUSY, "device_busy", "gpu: %s is in use", unit);
-            return -1;
-        }
-        goto prepare;
-    }
-
-    struct inventory_unit *units = NULL;
-    size_t n = 0, usable = 0;
-    if (inventory_list(cfg->sysroot, ik, cfg->allow_host_console, &units, &n, err,
-                       sizeof(err)) < 0) {
-        session_refuse(e, SESSION_INTERNAL, "host", "gpu: %s", err);
-        return -1;
-    }
-    char why[1024] = "";
-    bool got = false;
-    for (size_t i = 0; i < n && !got; i++) {
-        if (!units[i].usable) {
-            snprintf(why, sizeof(why), "%s", units[i].why);
-            continue;
-        }
-        usable++;
-        if (plan_gpu(cfg, req, spec, units[i].id, err, sizeof(err)) < 0) {
-            snprintf(why, sizeof(why), "%s", err);
-            continue;
-        }
-        int c =
-            claim_json(st, K_GPU, units[i].id, id, gpu_grant_to_json(&spec->gpu_grant));
-        if (c < 0) {
-            free(units);
-            session_refuse(e, SESSION_INTERNAL, "store",
-                           "gpu: the claim could not be recorded");
-            return -1;
-        }
-        got = c == 1;
-    }
-    free(units);
-    if (!got) {
-        if (usable)
-            session_refuse(
-                e, SESSION_BUSY, "device_busy",
-                "gpu: every %s on this host is in use (%zu of %zu); try again later",
-                req->gpu == SPEC_GPU_VF ? "VF" : "GPU that can be passed through", usable,
-                usable);
-        else
-            session_refuse(
-                e, SESSION_BAD_REQUEST, "invalid_field", "gpu: this host has no %s%s%s",
-                req->gpu == SPEC_GPU_VF ? "SR-IOV VF" : "GPU that can be passed through",
-                why[0] ? ": " : "", why);
-        return -1;
-    }
-prepare:;
+    char err[1024], unit[160];
     struct gpu_grant *g = &spec->gpu_grant;
-    if (gpu_prepare(cfg->sysroot, g, err, sizeof(err)) < 0 ||
-        (user && user->set &&
-         gpu_grant_chown(cfg->sysroot, g, user->uid, user->gid, err, sizeof(err)) < 0)) {
-        session_refuse(e, SESSION_INTERNAL, "device_failed", "%s", err);
+    bool whole = req->gpu == SPEC_GPU_VF || req->gpu == SPEC_GPU_PASSTHROUGH;
+    if ((whole ? claim_device(st, cfg, id, req, spec, e)
+               : claim_use(st, cfg, id, req, spec, e)) < 0)
+        return -1;
+    if (g->kind == GPU_KIND_VIRGL || g->kind == GPU_KIND_NONE)
+        return 0; /* shared: nothing to prepare */
+    grant_claim_unit(g, unit, sizeof(unit));
+    if (gpu_prepare(cfg->sysroot, g, err, sizeof(err)) < 0) {
+        /* the kernel counts mediated instances: a request that planned the last one
+         * may lose it to another that made it first */
+        struct gpu_grant now;
+        struct gpu_request gr;
+        gpu_request_for(cfg, req, spec, g->unit, &gr);
+        char why[1024];
+        if (g->kind == GPU_KIND_MDEV &&
+            gpu_plan(cfg->sysroot, &gr, &now, why, sizeof(why)) == -EBUSY) {
+            char full[1100];
+            snprintf(full, sizeof(full), "gpu: %s", why);
+            refuse_mdev_full(st, g->unit, full, e);
+        } else
+            session_refuse(e, SESSION_INTERNAL, "device_failed", "%s", err);
         return -1; /* the caller releases the claim */
+    }
+    if (user && user->set &&
+        gpu_grant_chown(cfg->sysroot, g, user->uid, user->gid, err, sizeof(err)) < 0) {
+        session_refuse(e, SESSION_INTERNAL, "device_failed", "%s", err);
+        return -1;
     }
     /* Record the drivers prepare found, which release restores. */
     json_t *j = gpu_grant_to_json(g);
     char *text = json_dumps(j, JSON_COMPACT);
     json_decref(j);
-    char unit[96];
-    snprintf(unit, sizeof(unit), "%s%s", g->kind == GPU_KIND_MDEV ? "mdev:" : "",
-             g->kind == GPU_KIND_MDEV ? g->mdev_uuid : g->unit);
     store_alloc_update(st, K_GPU, unit, text ? text : "{}");
     free(text);
     log_info("session %s: holds %s", id, unit);
@@ -426,10 +683,35 @@ static void busy_cpus(struct store *st, cpu_set_t *busy)
     claims_free(&l);
 }
 
+static void json_to_cpus(const json_t *list, cpu_set_t *set)
+{
+    size_t k;
+    json_t *c;
+    CPU_ZERO(set);
+    json_array_foreach(list, k, c)
+    {
+        json_int_t cpu = json_integer_value(c);
+        if (cpu >= 0 && cpu < CPU_SETSIZE)
+            CPU_SET((size_t)cpu, set);
+    }
+}
+
+static json_t *cpus_to_json(const cpu_set_t *set)
+{
+    json_t *list = json_array();
+    for (int c = 0; c < CPU_SETSIZE; c++)
+        if (CPU_ISSET(c, set))
+            json_array_append_new(list, json_integer(c));
+    return list;
+}
+
+/* Claims a host CPU per vCPU, and records the plan: the vCPUs' CPUs and every host
+ * CPU the plan was made among, from which alloc_pin() gives QEMU's other threads
+ * those no vCPU holds. */
 static int acquire_cpus(struct store *st, const struct config *cfg, const char *id,
                         struct vm_spec *spec, struct session_error *e)
 {
-    cpu_set_t busy;
+    cpu_set_t busy, host;
     struct cpu_plan plan;
     char err[512];
     busy_cpus(st, &busy);
@@ -437,26 +719,29 @@ static int acquire_cpus(struct store *st, const struct config *cfg, const char *
         session_refuse(e, SESSION_BUSY, "device_busy", "%s", err);
         return -1;
     }
-    json_t *cpus = json_array(), *emu = json_array();
+    json_t *cpus = json_array();
+    CPU_OR(&host, &busy, &plan.emulator);
     for (unsigned i = 0; i < plan.vcpus; i++) {
         char unit[16];
         snprintf(unit, sizeof(unit), "cpu:%d", plan.vcpu_cpu[i]);
         if (claim_json(st, K_CPU, unit, id, json_pack("{s:i}", "vcpu", (int)i)) != 1) {
             json_decref(cpus);
-            json_decref(emu);
             session_refuse(e, SESSION_BUSY, "device_busy",
                            "cpus: host CPU %d is pinned already", plan.vcpu_cpu[i]);
             return -1;
         }
         json_array_append_new(cpus, json_integer(plan.vcpu_cpu[i]));
+        CPU_SET((size_t)plan.vcpu_cpu[i], &host);
     }
-    for (int c = 0; c < CPU_SETSIZE; c++)
-        if (CPU_ISSET(c, &plan.emulator))
-            json_array_append_new(emu, json_integer(c));
     char unit[64];
     snprintf(unit, sizeof(unit), "cpuplan:%s", id);
-    claim_json(st, K_CPUPLAN, unit, id,
-               json_pack("{s:o, s:o}", "vcpus", cpus, "emulator", emu));
+    if (claim_json(st, K_CPUPLAN, unit, id,
+                   json_pack("{s:o, s:o}", "vcpus", cpus, "host_cpus",
+                             cpus_to_json(&host))) != 1) {
+        session_refuse(e, SESSION_INTERNAL, "store",
+                       "cpus: the pinning plan could not be recorded");
+        return -1;
+    }
     return 0;
 }
 
@@ -483,13 +768,21 @@ int alloc_acquire(struct store *st, const struct config *cfg, const char *id,
         char err[512], unit[64];
         if (hugepages_reserve(cfg->sysroot, spec->hugepages_kb, count, err, sizeof(err)) <
             0) {
-            session_refuse(e, SESSION_FULL, "hugepages", "hugepages: %s", err);
+            session_refuse(e, SESSION_FULL, "hugepages", "%s", err);
             goto fail;
         }
         snprintf(unit, sizeof(unit), "hugepages:%s", id);
-        claim_json(st, K_HUGEPAGES, unit, id,
-                   json_pack("{s:I, s:I}", "size_kb", (json_int_t)spec->hugepages_kb,
-                             "count", (json_int_t)count));
+        if (claim_json(st, K_HUGEPAGES, unit, id,
+                       json_pack("{s:I, s:I}", "size_kb", (json_int_t)spec->hugepages_kb,
+                                 "count", (json_int_t)count)) != 1) {
+            /* unrecorded, no release would give them back: give them back now */
+            if (hugepages_release(cfg->sysroot, spec->hugepages_kb, count, err,
+                                  sizeof(err)) < 0)
+                log_error("session %s: %s", id, err);
+            session_refuse(e, SESSION_INTERNAL, "store",
+                           "hugepages: the reservation could not be recorded");
+            goto fail;
+        }
     }
     if (spec->pin_cpus && acquire_cpus(st, cfg, id, spec, e) < 0)
         goto fail;
@@ -499,49 +792,126 @@ fail:
     return -1;
 }
 
+/* Pins the threads of process pid that are not vCPUs (QEMU's main loop, I/O threads,
+ * iothreads) to set. Returns 0, or -1 with err. */
+static int pin_others(pid_t pid, const json_t *vcpu_tids, const cpu_set_t *set, char *err,
+                      size_t errsz)
+{
+    struct cpu_plan p = {.vcpus = 0, .emulator = *set};
+    pid_t others[256];
+    size_t n_other = 0;
+    char dir[64];
+    snprintf(dir, sizeof(dir), "/proc/%d/task", (int)pid);
+    DIR *d = opendir(dir);
+    struct dirent *de;
+    while (d && (de = readdir(d)) && n_other < 256) {
+        pid_t t = (pid_t)atoi(de->d_name);
+        bool vcpu = false;
+        size_t k;
+        json_t *v;
+        json_array_foreach(vcpu_tids, k, v) vcpu = vcpu || json_integer_value(v) == t;
+        if (t > 0 && !vcpu)
+            others[n_other++] = t;
+    }
+    if (d)
+        closedir(d);
+    return cpu_pin_plan(&p, NULL, 0, others, n_other, err, errsz);
+}
+
+/* QEMU's other threads of every pinned session that still runs go to the host CPUs
+ * no vCPU holds (a session's own vCPUs' when none is left). Run whenever a session
+ * pins or gives its CPUs back: a later session may have taken the CPUs an earlier
+ * one's emulator threads ran on, or freed some. Returns 0, or -1 with err (the
+ * first failure). */
+static int pin_emulators(struct store *st, char *err, size_t errsz)
+{
+    struct claim_list l = {0};
+    cpu_set_t host, vcpus, spare;
+    int rc = 0;
+    store_alloc_list(st, collect, &l);
+    CPU_ZERO(&host);
+    CPU_ZERO(&vcpus);
+    for (size_t i = 0; i < l.n; i++) {
+        json_t *data = json_loads(l.v[i].data, 0, NULL);
+        cpu_set_t set;
+        if (!strcmp(l.v[i].kind, K_CPUPLAN)) {
+            json_to_cpus(json_object_get(data, "host_cpus"), &set);
+            CPU_OR(&host, &host, &set);
+        } else if (!strcmp(l.v[i].kind, K_CPU))
+            CPU_SET((size_t)atoi(l.v[i].unit + 4), &vcpus);
+        json_decref(data);
+    }
+    CPU_XOR(&spare, &host, &vcpus);
+    CPU_AND(&spare, &spare, &host);
+    for (size_t i = 0; i < l.n; i++) {
+        json_t *data = json_loads(l.v[i].data, 0, NULL);
+        json_int_t pid = json_integer_value(json_object_get(data, "pid"));
+        uint64_t start = (uint64_t)json_integer_value(json_object_get(data, "start"));
+        char why[256];
+        if (!strcmp(l.v[i].kind, K_CPUPLAN) && pid > 0 &&
+            proc_is_same((pid_t)pid, start)) {
+            cpu_set_t own;
+            json_to_cpus(json_object_get(data, "vcpus"), &own);
+            if (pin_others((pid_t)pid, json_object_get(data, "vcpu_tids"),
+                           CPU_COUNT(&spare) ? &spare : &own, why, sizeof(why)) < 0 &&
+                rc == 0) {
+                snprintf(err, errsz, "%s", why);
+                rc = -1;
+            }
+        }
+        json_decref(data);
+    }
+    claims_free(&l);
+    return rc;
+}
+
 int alloc_pin(struct store *st, const char *id, int pid, const int *vcpu_tids,
               size_t n_vcpus, char *err, size_t errsz)
 {
     struct claim_list l = {.session = id};
     store_alloc_list(st, collect, &l);
     json_t *plan = NULL;
+    char unit[160] = "";
     for (size_t i = 0; i < l.n && !plan; i++)
-        if (!strcmp(l.v[i].kind, K_CPUPLAN))
+        if (!strcmp(l.v[i].kind, K_CPUPLAN)) {
             plan = json_loads(l.v[i].data, 0, NULL);
+            snprintf(unit, sizeof(unit), "%s", l.v[i].unit);
+        }
     claims_free(&l);
     if (!plan)
         return 0; /* nothing to pin */
-    struct cpu_plan p = {.vcpus =
-                             (unsigned)json_array_size(json_object_get(plan, "vcpus"))};
-    CPU_ZERO(&p.emulator);
-    for (unsigned i = 0; i < p.vcpus && i < CPU_PLAN_MAX; i++)
-        p.vcpu_cpu[i] =
-            (int)json_integer_value(json_array_get(json_object_get(plan, "vcpus"), i));
-    size_t k;
-    json_t *c;
-    json_array_foreach(json_object_get(plan, "emulator"), k, c)
-        CPU_SET((int)json_integer_value(c), &p.emulator);
-    json_decref(plan);
-    /* QEMU's other threads: every task of the process that is not a vCPU. */
-    pid_t tids[CPU_PLAN_MAX], others[256];
-    size_t n_other = 0;
-    for (size_t i = 0; i < n_vcpus && i < CPU_PLAN_MAX; i++)
-        tids[i] = vcpu_tids[i];
-    char dir[64];
-    snprintf(dir, sizeof(dir), "/proc/%d/task", pid);
-    DIR *d = opendir(dir);
-    struct dirent *de;
-    while (d && (de = readdir(d)) && n_other < 256) {
-        pid_t t = (pid_t)atoi(de->d_name);
-        bool vcpu = false;
-        for (size_t i = 0; i < n_vcpus; i++)
-            vcpu = vcpu || vcpu_tids[i] == t;
-        if (t > 0 && !vcpu)
-            others[n_other++] = t;
+    const json_t *cpus = json_object_get(plan, "vcpus");
+    if (n_vcpus > json_array_size(cpus)) {
+        snprintf(err, errsz, "pinning: %zu vCPU threads but the plan has %zu vCPUs",
+                 n_vcpus, json_array_size(cpus));
+        json_decref(plan);
+        return -1;
     }
-    if (d)
-        closedir(d);
-    return cpu_pin_plan(&p, tids, n_vcpus, others, n_other, err, errsz);
+    /* each vCPU on its own CPU */
+    json_t *tids = json_array();
+    int rc = 0;
+    for (size_t i = 0; i < n_vcpus && rc == 0; i++) {
+        cpu_set_t one;
+        CPU_ZERO(&one);
+        CPU_SET((size_t)json_integer_value(json_array_get(cpus, i)), &one);
+        rc = cpu_pin(vcpu_tids[i], &one, err, errsz);
+        json_array_append_new(tids, json_integer(vcpu_tids[i]));
+    }
+    /* the process, so that its other threads follow the CPUs vCPUs leave free */
+    uint64_t start = 0;
+    proc_start_time("/proc", pid, &start);
+    json_object_set_new(plan, "pid", json_integer(pid));
+    json_object_set_new(plan, "start", json_integer((json_int_t)start));
+    json_object_set_new(plan, "vcpu_tids", tids);
+    char *text = json_dumps(plan, JSON_COMPACT);
+    json_decref(plan);
+    if (!text || store_alloc_update(st, K_CPUPLAN, unit, text) < 0) {
+        free(text);
+        snprintf(err, errsz, "pinning: the plan could not be recorded");
+        return -1;
+    }
+    free(text);
+    return rc < 0 ? -1 : pin_emulators(st, err, errsz);
 }
 
 int alloc_usb_attach(struct store *st, const struct config *cfg, const char *id,
@@ -551,8 +921,10 @@ int alloc_usb_attach(struct store *st, const struct config *cfg, const char *id,
     return acquire_usb(st, cfg, id, request, user, dev, e);
 }
 
-int alloc_usb_detach(struct store *st, const struct config *cfg, const char *id,
-                     const char *request, struct vm_usb *dev, struct session_error *e)
+/* The USB claim of session id that request names (its port, or the VID:PID it was
+ * attached with), into c; fills dev from it. Returns 0, or -1 with e (404). */
+static int find_usb(struct store *st, const char *id, const char *request,
+                    struct claim *c, struct vm_usb *dev, struct session_error *e)
 {
     struct claim_list l = {.session = id};
     store_alloc_list(st, collect, &l);
@@ -561,17 +933,13 @@ int alloc_usb_detach(struct store *st, const struct config *cfg, const char *id,
         if (strcmp(l.v[i].kind, K_USB))
             continue;
         json_t *data = json_loads(l.v[i].data, 0, NULL);
-        char vidpid[16] = "";
-        const char *port = l.v[i].unit + 4;
-        /* the request names it by port, or by the VID:PID it was attached with */
         const char *asked = json_string_value(json_object_get(data, "request"));
-        snprintf(vidpid, sizeof(vidpid), "%s", asked ? asked : "");
-        if (!strcmp(request, port) || !strcmp(request, vidpid)) {
+        const char *devpath = json_string_value(json_object_get(data, "devpath"));
+        if (!strcmp(request, l.v[i].unit + 4) || (asked && !strcmp(request, asked))) {
             dev->bus = (unsigned)json_integer_value(json_object_get(data, "bus"));
-            snprintf(dev->devpath, sizeof(dev->devpath), "%s",
-                     json_string_value(json_object_get(data, "devpath")) ?: "");
-            undo(cfg, &l.v[i]);
-            store_alloc_release_unit(st, K_USB, l.v[i].unit);
+            snprintf(dev->devpath, sizeof(dev->devpath), "%s", devpath ? devpath : "");
+            *c = l.v[i];
+            c->data = strdup(l.v[i].data);
             rc = 0;
         }
         json_decref(data);
@@ -583,51 +951,177 @@ int alloc_usb_detach(struct store *st, const struct config *cfg, const char *id,
     return rc;
 }
 
-/* Adds the units of one inventory kind, each with who holds it. */
-static void inventory_kind(json_t *out, const char *key, enum inventory_kind kind,
-                           const struct config *cfg, const struct claim_list *claims,
-                           bool admin)
+int alloc_usb_find(struct store *st, const char *id, const char *request,
+                   struct vm_usb *dev, struct session_error *e)
+{
+    struct claim c = {0};
+    int rc = find_usb(st, id, request, &c, dev, e);
+    free(c.data);
+    return rc;
+}
+
+int alloc_usb_detach(struct store *st, const struct config *cfg, const char *id,
+                     const char *request, struct vm_usb *dev, struct session_error *e)
+{
+    struct claim c = {0};
+    if (find_usb(st, id, request, &c, dev, e) < 0)
+        return -1;
+    undo(cfg, &c);
+    store_alloc_release_unit(st, K_USB, c.unit);
+    free(c.data);
+    return 0;
+}
+
+/* ---- what is free ---------------------------------------------------------------- */
+
+/* What one unit of the host's inventory is doing now, from the claims and the host. */
+static json_t *unit_json(const struct config *cfg, const struct claim_list *claims,
+                         const struct inventory_unit *u, bool admin, bool *free_now)
+{
+    json_t *j = json_pack("{s:s, s:s, s:b, s:i}", "id", u->id, "label", u->label,
+                          "usable", u->usable, "capacity", (int)u->capacity);
+    const char *addr = strchr(u->id, ':') + 1, *who = NULL;
+    char held[480] = "", users[400] = "";
+    bool in_use = false;
+    size_t n;
+    switch (u->kind) {
+    case INVENTORY_GPU:
+    case INVENTORY_VF:
+        in_use = u->usable &&
+                 device_taken(cfg, claims, addr, u->kind == INVENTORY_VF ? u->parent : "",
+                              "", held, sizeof(held));
+        who = holder_of(claims, addr, "");
+        break;
+    case INVENTORY_MDEV:
+        /* capacity: instances the kernel can still make; used: those that exist */
+        n = mdev_holders(claims, u->id, users, sizeof(users));
+        json_object_set_new(j, "used", json_integer(u->used));
+        in_use = u->capacity == 0 && u->used > 0;
+        if (u->used > n)
+            snprintf(held, sizeof(held), "%s%s%u made by something else", users,
+                     n ? ", " : "", u->used - (unsigned)n);
+        else
+            snprintf(held, sizeof(held), "%s", users);
+        break;
+    case INVENTORY_RENDER:
+        json_object_set_new(j, "users",
+                            json_integer((json_int_t)users_of(claims, u->parent, "",
+                                                              users, sizeof(users))));
+        snprintf(held, sizeof(held), "%s", users);
+        break;
+    default:
+        for (size_t i = 0; i < claims->n && !who; i++)
+            if (!strcmp(claims->v[i].kind, K_USB) && !strcmp(claims->v[i].unit, u->id))
+                who = claims->v[i].session;
+        in_use = who != NULL;
+    }
+    json_object_set_new(j, "in_use", json_boolean(in_use));
+    if (!u->usable)
+        json_object_set_new(j, "why", json_string(u->why));
+    if (u->parent[0])
+        json_object_set_new(j, "parent", json_string(u->parent));
+    if (admin && who)
+        json_object_set_new(j, "session", json_string(who));
+    if (admin && held[0])
+        json_object_set_new(j, "held_by", json_string(held));
+    if (free_now)
+        *free_now = u->usable && !in_use;
+    return j;
+}
+
+/* Counts of one GPU kind: units the host has for it, and those free now. */
+struct kind_count {
+    unsigned total, free;
+};
+
+/* Lists the units of one inventory kind (into list when not NULL) with what each is
+ * doing, and counts them into c. claims NULL: only what exists, not what is free. */
+static void survey(const struct config *cfg, const struct claim_list *claims,
+                   enum inventory_kind kind, bool admin, json_t *list,
+                   struct kind_count *c)
 {
     struct inventory_unit *units = NULL;
     size_t n = 0;
     char err[512];
-    json_t *list = json_array();
+    memset(c, 0, sizeof(*c));
     if (inventory_list(cfg->sysroot, kind, cfg->allow_host_console, &units, &n, err,
-                       sizeof(err)) == 0) {
-        for (size_t i = 0; i < n; i++) {
-            const char *who =
-                holder(claims, kind == INVENTORY_USB ? K_USB : K_GPU, units[i].id);
-            json_t *u = json_pack("{s:s, s:s, s:b, s:i, s:b}", "id", units[i].id, "label",
-                                  units[i].label, "usable", units[i].usable, "capacity",
-                                  (int)units[i].capacity, "in_use", who != NULL);
-            if (!units[i].usable)
-                json_object_set_new(u, "why", json_string(units[i].why));
-            if (units[i].parent[0])
-                json_object_set_new(u, "parent", json_string(units[i].parent));
-            if (who && admin)
-                json_object_set_new(u, "session", json_string(who));
-            json_array_append_new(list, u);
+                       sizeof(err)) < 0)
+        log_warn("host inventory: %s", err);
+    for (size_t i = 0; i < n; i++) {
+        const struct inventory_unit *u = &units[i];
+        bool free_now = u->usable;
+        if (claims) {
+            json_t *j = unit_json(cfg, claims, u, admin, &free_now);
+            if (list)
+                json_array_append_new(list, j);
+            else
+                json_decref(j);
         }
+        /* a mediated type counts its instances, a shared render node once */
+        c->total += kind == INVENTORY_MDEV ? u->capacity + u->used : u->usable;
+        c->free += kind == INVENTORY_MDEV ? u->capacity : free_now;
     }
     free(units);
-    json_object_set_new(out, key, list);
+}
+
+static const struct {
+    enum inventory_kind inv;
+    enum spec_gpu gpu;
+} gpu_inventory[] = {
+    {INVENTORY_RENDER, SPEC_GPU_VIRGL},
+    {INVENTORY_VF, SPEC_GPU_VF},
+    {INVENTORY_GPU, SPEC_GPU_PASSTHROUGH},
+    {INVENTORY_MDEV, SPEC_GPU_MDEV},
+};
+#define GPU_INVENTORY (sizeof(gpu_inventory) / sizeof(gpu_inventory[0]))
+
+/* The GPU kinds a host can give, from counts per kind: those with units (free ones
+ * when free_only). virgl renders in an X display without a render node. */
+static unsigned kinds_mask(const struct config *cfg, const struct kind_count *counts,
+                           bool free_only)
+{
+    unsigned mask = 1u << SPEC_GPU_NONE;
+    if (!strcmp(cfg->virgl_display, "sdl"))
+        mask |= 1u << SPEC_GPU_VIRGL;
+    for (size_t k = 0; k < GPU_INVENTORY; k++)
+        if (free_only ? counts[k].free : counts[k].total)
+            mask |= 1u << gpu_inventory[k].gpu;
+    return mask;
 }
 
 json_t *alloc_inventory_json(struct store *st, const struct config *cfg, bool admin)
 {
+    static const char *const keys[INVENTORY_KINDS] = {"gpus", "vfs", "mdev_types",
+                                                      "render_nodes", "usb"};
     struct claim_list claims = {0};
     store_alloc_list(st, collect, &claims);
-    json_t *out = json_object();
-    inventory_kind(out, "gpus", INVENTORY_GPU, cfg, &claims, admin);
-    inventory_kind(out, "vfs", INVENTORY_VF, cfg, &claims, admin);
-    inventory_kind(out, "mdev_types", INVENTORY_MDEV, cfg, &claims, admin);
-    inventory_kind(out, "render_nodes", INVENTORY_RENDER, cfg, &claims, admin);
-    inventory_kind(out, "usb", INVENTORY_USB, cfg, &claims, admin);
+    json_t *out = json_object(), *kinds = json_object();
+    struct kind_count counts[GPU_INVENTORY], usb;
+    for (size_t k = 0; k < GPU_INVENTORY; k++) {
+        json_t *list = json_array();
+        survey(cfg, &claims, gpu_inventory[k].inv, admin, list, &counts[k]);
+        json_object_set_new(out, keys[gpu_inventory[k].inv], list);
+    }
+    json_t *list = json_array();
+    survey(cfg, &claims, INVENTORY_USB, admin, list, &usb);
+    json_object_set_new(out, keys[INVENTORY_USB], list);
+    /* per GPU kind: whether a session can get one now, and how many are free (a
+     * render node is shared: every virgl session can use it) */
+    unsigned offered = kinds_mask(cfg, counts, true);
+    for (size_t k = 0; k < GPU_INVENTORY; k++) {
+        enum spec_gpu g = gpu_inventory[k].gpu;
+        json_t *o = json_pack("{s:b, s:i, s:i}", "offered", (offered >> g) & 1, "total",
+                              (int)counts[k].total, "free", (int)counts[k].free);
+        if (g == SPEC_GPU_VIRGL)
+            json_object_set_new(o, "shared", json_true());
+        json_object_set_new(kinds, spec_gpu_name(g), o);
+    }
+    json_object_set_new(out, "gpu_kinds", kinds);
     struct hugepages_pool pools[4];
     char err[256];
     json_t *hp = json_array();
     int n = hugepages_pools(cfg->sysroot, pools, 4, err, sizeof(err));
-    for (int i = 0; i < n; i++)
+    for (int i = 0; i < n && i < 4; i++)
         json_array_append_new(hp, json_pack("{s:I, s:I, s:I}", "size_kb",
                                             (json_int_t)pools[i].size_kb, "total",
                                             (json_int_t)pools[i].nr, "free",
@@ -639,28 +1133,19 @@ json_t *alloc_inventory_json(struct store *st, const struct config *cfg, bool ad
 
 unsigned alloc_gpu_kinds(const struct config *cfg)
 {
-    static const struct {
-        enum inventory_kind inv;
-        enum spec_gpu gpu;
-    } kinds[] = {
-        {INVENTORY_RENDER, SPEC_GPU_VIRGL},
-        {INVENTORY_VF, SPEC_GPU_VF},
-        {INVENTORY_GPU, SPEC_GPU_PASSTHROUGH},
-        {INVENTORY_MDEV, SPEC_GPU_MDEV},
-    };
-    unsigned mask = 1u << SPEC_GPU_NONE;
-    if (!strcmp(cfg->virgl_display, "sdl"))
-        mask |= 1u << SPEC_GPU_VIRGL;
-    for (size_t k = 0; k < sizeof(kinds) / sizeof(kinds[0]); k++) {
-        struct inventory_unit *units = NULL;
-        size_t n = 0;
-        char err[256];
-        if (inventory_list(cfg->sysroot, kinds[k].inv, cfg->allow_host_console, &units,
-                           &n, err, sizeof(err)) == 0)
-            for (size_t i = 0; i < n; i++)
-                if (units[i].usable)
-                    mask |= 1u << kinds[k].gpu;
-        free(units);
-    }
-    return mask;
+    struct kind_count counts[GPU_INVENTORY];
+    for (size_t k = 0; k < GPU_INVENTORY; k++)
+        survey(cfg, NULL, gpu_inventory[k].inv, false, NULL, &counts[k]);
+    return kinds_mask(cfg, counts, false);
+}
+
+unsigned alloc_gpu_kinds_free(struct store *st, const struct config *cfg)
+{
+    struct claim_list claims = {0};
+    struct kind_count counts[GPU_INVENTORY];
+    store_alloc_list(st, collect, &claims);
+    for (size_t k = 0; k < GPU_INVENTORY; k++)
+        survey(cfg, &claims, gpu_inventory[k].inv, false, NULL, &counts[k]);
+    claims_free(&claims);
+    return kinds_mask(cfg, counts, true);
 }

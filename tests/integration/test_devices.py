@@ -75,10 +75,11 @@ def usb_hot_plug_is_seen_by_the_guest_kernel():
 
 @pool.test
 def guest_ram_from_hugepages_is_reserved_and_given_back():
-    mnt = tempfile.mkdtemp(prefix="qd-huge-", dir="/tmp")
-    subprocess.run(["mount", "-t", "hugetlbfs", "none", mnt], check=True)
-    nr = "/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages"
-    before = int(open(nr).read())
+    pool_dir = "/sys/kernel/mm/hugepages/hugepages-2048kB"
+
+    def pages(name):
+        return int(open(f"{pool_dir}/{name}").read())
+    before, free_before = pages("nr_hugepages"), pages("free_hugepages")
     cat = tempfile.mkdtemp(prefix="qd-hcat-", dir="/tmp")
     try:
         for f in ("demo-kernel.vmlinux", "demo-kernel.initrd"):  # links out are refused
@@ -88,18 +89,18 @@ def guest_ram_from_hugepages_is_reserved_and_given_back():
                                  "demo-kernel.conf")).read()
         with open(os.path.join(cat, "demo-kernel.conf"), "w") as f:
             f.write(conf + "\nhugepages = 2M\nmemory = 256M\n")
-        svc = service(f"[qemu]\nhugetlbfs = {mnt}\n", machines=cat)
+        svc = service(machines=cat)  # no hugetlbfs mount: QEMU takes them through memfd
         s = svc.boot()
-        assert int(open(nr).read()) == before + 128, "256 MiB of 2 MiB pages reserved"
-        free = int(open("/sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages").read())
-        assert free < 128, f"the guest's RAM is not in the hugepages ({free} free)"
+        assert pages("nr_hugepages") == before + 128, "256 MiB of 2 MiB pages reserved"
+        # the reservation added 128 free pages; the guest's RAM took every one of them
+        used = free_before + 128 - pages("free_hugepages")
+        assert used == 128, f"the guest's RAM took {used} of its 128 reserved pages"
         svc.api("DELETE", f"/api/v1/sessions/{s['id']}")
         svc.wait_state(s["id"], "stopped", 40)
-        assert int(open(nr).read()) == before, "the hugepages were not given back"
+        assert pages("nr_hugepages") == before, "the hugepages were not given back"
+        assert pages("free_hugepages") == free_before
     finally:
         pool.close()
-        subprocess.run(["umount", mnt])
-        os.rmdir(mnt)
         subprocess.run(["rm", "-rf", cat])
 
 
@@ -131,6 +132,14 @@ def pinned_vcpus_run_on_their_own_cpu():
         status, out = svc.api("POST", "/api/v1/sessions", {"machine": "demo-kernel"})
         assert status == 409 and "cpus" in out["error"]["message"], out
         svc.wait_state(t["id"], "running", 30)
+        eventually(lambda: svc.log().count("vCPUs pinned") == 2, 10, "the second pinning")
+        # the first session's other threads left the CPU the second one's vCPU took
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            if tid == vcpu:
+                continue
+            mine = [l for l in open(f"/proc/{pid}/task/{tid}/status")
+                    if l.startswith("Cpus_allowed_list")][0].split()[1]
+            assert mine == allowed, f"QEMU thread {tid} may run on {mine}, not {allowed}"
     finally:
         pool.close()
         subprocess.run(["rm", "-rf", cat])
@@ -173,8 +182,12 @@ def gpus_this_host_lacks_are_refused_cleanly():
         print(f"# {gpu}: {out['error']['message']}")
     assert leftovers(svc.state) == []
     status, host = svc.api("GET", "/api/v1/host")
-    for key in ("gpus", "vfs", "mdev_types", "render_nodes", "usb", "hugepages"):
+    for key in ("gpus", "vfs", "mdev_types", "render_nodes", "usb", "hugepages",
+                "gpu_kinds"):
         assert key in host, key
+    # per kind, what a new session could get: nothing of what this host lacks
+    for gpu in ("vf", "passthrough", "mdev"):
+        assert host["gpu_kinds"][gpu] == {"offered": False, "total": 0, "free": 0}, host
 
 
 @pool.test

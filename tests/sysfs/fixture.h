@@ -1,8 +1,10 @@
 /* fixture: what the host unit tests (tests/unit/test_*.c for src/host/) share — the
  * captured trees in tests/sysfs/, copies of them to write into, the fixed name
  * databases, and a small fake kernel that reacts to qdesk's writes the way Linux does
- * (a bind makes the driver link, an mdev create makes the device, nr_hugepages fills
- * free_hugepages). Include it after cmocka.h. */
+ * (a bind makes the driver link, sriov_numvfs makes or removes the VFs and, with
+ * autoprobe on, hands them to the PF's driver, an mdev create makes the device,
+ * nr_hugepages fills free_hugepages) and refuses what Linux refuses (a new VF count
+ * while VFs exist, an mdev create with no instance left). Include it after cmocka.h. */
 #ifndef QDESK_TESTS_SYSFS_FIXTURE_H
 #define QDESK_TESTS_SYSFS_FIXTURE_H
 
@@ -12,8 +14,10 @@
 #include "util/fs.h"
 #include "util/proc.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <limits.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -257,14 +261,194 @@ static void fx_add_available(const char *root, const char *type_dir, int delta)
     fx_put(root, rel, value);
 }
 
+/* The path of rel (a kernel path, "/sys/bus/pci/devices/X") with every link resolved,
+ * as a kernel path again ("/sys/devices/pci0000:00/X"). */
+static void fx_real(const char *root, const char *rel, char *out, size_t outsz)
+{
+    char path[PATH_MAX], real[PATH_MAX], rroot[PATH_MAX];
+    fs_join(path, sizeof(path), root, rel);
+    if (!realpath(path, real) || !realpath(root, rroot))
+        abort();
+    snprintf(out, outsz, "%s", real + strlen(rroot));
+}
+
+/* Makes the link at (a kernel path) point to target (a kernel path without links)
+ * with a relative text, as the kernel's links are. */
+static void fx_link_to(const char *root, const char *at, const char *target)
+{
+    char text[PATH_MAX] = "";
+    size_t common = 0;
+    for (size_t i = 0; at[i] && at[i] == target[i]; i++)
+        if (at[i] == '/')
+            common = i + 1;
+    for (const char *p = at + common; *p; p++)
+        if (*p == '/')
+            strcat(text, "../");
+    strcat(text, target + common);
+    fx_symlink(root, at, text);
+}
+
+static void fx_mkdir(const char *root, const char *rel)
+{
+    char path[PATH_MAX];
+    fs_join(path, sizeof(path), root, rel);
+    fs_mkdir_p(path, 0755);
+}
+
+static void fx_rmtree(const char *root, const char *rel)
+{
+    char path[PATH_MAX];
+    fs_join(path, sizeof(path), root, rel);
+    fs_remove_tree(path);
+}
+
+/* A fresh IOMMU group number: one more than the highest. */
+static int fx_new_group(const char *root)
+{
+    char path[PATH_MAX];
+    fs_join(path, sizeof(path), root, "/sys/kernel/iommu_groups");
+    int top = -1;
+    DIR *d = opendir(path);
+    struct dirent *e;
+    while (d && (e = readdir(d)))
+        if (e->d_name[0] != '.' && atoi(e->d_name) > top && atoi(e->d_name) < 100)
+            top = atoi(e->d_name);
+    if (d)
+        closedir(d);
+    return top + 1;
+}
+
+/* How many VFs pf has now: its virtfnN links. */
+static int fx_vf_count(const char *root, const char *pf)
+{
+    int n = 0;
+    for (;; n++) {
+        char rel[128];
+        snprintf(rel, sizeof(rel), "/sys/bus/pci/devices/%s/virtfn%d", pf, n);
+        if (!fx_link(root, rel)[0])
+            return n;
+    }
+}
+
+/* Enables n VFs on pf as the PCI core does: a device per VF beside the PF (its ids
+ * from the PF and sriov_vf_device), its own IOMMU group, the virtfnN and physfn links;
+ * with sriov_drivers_autoprobe on, the PF's driver takes each new VF. */
+static void fx_vfs_enable(const char *root, const char *pf, int n)
+{
+    char rel[PATH_MAX], pfdir[PATH_MAX], pfrel[128];
+    snprintf(pfrel, sizeof(pfrel), "/sys/bus/pci/devices/%s", pf);
+    fx_real(root, pfrel, pfdir, sizeof(pfdir));
+    unsigned dom, bus, slot, fn;
+    if (sscanf(pf, "%x:%x:%x.%x", &dom, &bus, &slot, &fn) != 4)
+        abort();
+#define FX_PF(attr) (snprintf(rel, sizeof(rel), "%s/%s", pfrel, attr), fx_get(root, rel))
+    int offset = atoi(FX_PF("sriov_offset")), stride = atoi(FX_PF("sriov_stride"));
+    bool autoprobe = atoi(FX_PF("sriov_drivers_autoprobe")) == 1;
+    char driver[64], vf_device[16],
+        attrs[6][2][64] = {{"vendor"},           {"class"},    {"subsystem_vendor"},
+                           {"subsystem_device"}, {"revision"}, {"device"}};
+    snprintf(rel, sizeof(rel), "%s/driver", pfrel);
+    snprintf(driver, sizeof(driver), "%s", fx_link(root, rel));
+    snprintf(vf_device, sizeof(vf_device), "0x%s\n", FX_PF("sriov_vf_device"));
+    for (int a = 0; a < 5; a++)
+        snprintf(attrs[a][1], sizeof(attrs[a][1]), "%s\n", FX_PF(attrs[a][0]));
+    snprintf(attrs[5][1], sizeof(attrs[5][1]), "%s", vf_device);
+#undef FX_PF
+    for (int i = 0; i < n; i++) {
+        unsigned rid = (bus << 8 | slot << 3 | fn) + (unsigned)(offset + i * stride);
+        char addr[16], dir[PATH_MAX], at[PATH_MAX], group[64];
+        snprintf(addr, sizeof(addr), "%04x:%02x:%02x.%x", dom, rid >> 8,
+                 (rid >> 3) & 0x1f, rid & 7);
+        snprintf(dir, sizeof(dir), "%.*s/%s", (int)(strrchr(pfdir, '/') - pfdir), pfdir,
+                 addr);
+        fx_mkdir(root, dir);
+        for (int a = 0; a < 6; a++) {
+            snprintf(rel, sizeof(rel), "%s/%s", dir, attrs[a][0]);
+            fx_put(root, rel, attrs[a][1]);
+        }
+        static const char *const plain[][2] = {{"driver_override", "(null)\n"},
+                                               {"boot_vga", "0\n"},
+                                               {"reset", ""},
+                                               {"reset_method", "flr\n"},
+                                               {"remove", ""}};
+        for (size_t a = 0; a < sizeof(plain) / sizeof(plain[0]); a++) {
+            snprintf(rel, sizeof(rel), "%s/%s", dir, plain[a][0]);
+            fx_put(root, rel, plain[a][1]);
+        }
+        snprintf(at, sizeof(at), "/sys/bus/pci/devices/%s", addr);
+        fx_link_to(root, at, dir);
+        snprintf(at, sizeof(at), "%s/virtfn%d", pfdir, i);
+        fx_link_to(root, at, dir);
+        snprintf(at, sizeof(at), "%s/physfn", dir);
+        fx_link_to(root, at, pfdir);
+        snprintf(group, sizeof(group), "/sys/kernel/iommu_groups/%d", fx_new_group(root));
+        snprintf(rel, sizeof(rel), "%s/devices", group);
+        fx_mkdir(root, rel);
+        snprintf(rel, sizeof(rel), "%s/type", group);
+        fx_put(root, rel, "identity\n");
+        snprintf(at, sizeof(at), "%s/devices/%s", group, addr);
+        fx_link_to(root, at, dir);
+        snprintf(at, sizeof(at), "%s/iommu_group", dir);
+        fx_link_to(root, at, group);
+        if (autoprobe && driver[0])
+            fx_bind(root, addr, driver);
+    }
+}
+
+/* Disables pf's VFs: every VF device, its links and its IOMMU group go. */
+static void fx_vfs_disable(const char *root, const char *pf)
+{
+    for (int i = fx_vf_count(root, pf); i-- > 0;) {
+        char rel[PATH_MAX], addr[64], dir[PATH_MAX], group[64], driver[64];
+        snprintf(rel, sizeof(rel), "/sys/bus/pci/devices/%s/virtfn%d", pf, i);
+        snprintf(addr, sizeof(addr), "%s", fx_link(root, rel));
+        fx_real(root, rel, dir, sizeof(dir));
+        fx_unlink(root, rel);
+        snprintf(rel, sizeof(rel), "%s/iommu_group", dir);
+        snprintf(group, sizeof(group), "%s", fx_link(root, rel));
+        snprintf(rel, sizeof(rel), "%s/driver", dir);
+        snprintf(driver, sizeof(driver), "%s", fx_link(root, rel));
+        if (driver[0]) {
+            snprintf(rel, sizeof(rel), "/sys/bus/pci/drivers/%s/%s", driver, addr);
+            fx_unlink(root, rel);
+        }
+        snprintf(rel, sizeof(rel), "/sys/kernel/iommu_groups/%s", group);
+        fx_rmtree(root, rel);
+        snprintf(rel, sizeof(rel), "/dev/vfio/%s", group);
+        fx_unlink(root, rel);
+        snprintf(rel, sizeof(rel), "/sys/bus/pci/devices/%s", addr);
+        fx_unlink(root, rel);
+        fx_rmtree(root, dir);
+    }
+}
+
+/* sriov_numvfs as the PCI core takes it: the same count changes nothing, more than
+ * sriov_totalvfs is ERANGE, a new count while VFs exist is EBUSY (0 first). */
+static int fx_numvfs(const char *root, const char *path, const char *pf, int n)
+{
+    char rel[128], text[16];
+    int now = fx_vf_count(root, pf);
+    snprintf(rel, sizeof(rel), "/sys/bus/pci/devices/%s/sriov_totalvfs", pf);
+    int rc = n > atoi(fx_get(root, rel)) ? -ERANGE : now && n && n != now ? -EBUSY : 0;
+    snprintf(text, sizeof(text), "%d\n", rc ? now : n);
+    fx_put(root, path, text);
+    if (rc || n == now)
+        return rc;
+    if (n)
+        fx_vfs_enable(root, pf, n);
+    else
+        fx_vfs_disable(root, pf);
+    return 0;
+}
+
 /* The hostw observer: Linux's side of each write qdesk makes. */
-FX void fx_kernel_react(const char *root, const char *path, const char *value, void *data)
+FX int fx_kernel_react(const char *root, const char *path, const char *value, void *data)
 {
     struct fx_kernel *k = data;
     char rel[PATH_MAX], driver[64], addr[64];
     k->writes++;
     if (!value)
-        return;
+        return 0;
     if (sscanf(path, "/sys/bus/pci/drivers/%63[^/]/unbind", driver) == 1) {
         snprintf(rel, sizeof(rel), "/sys/bus/pci/devices/%s/driver", value);
         fx_unlink(root, rel);
@@ -274,21 +458,29 @@ FX void fx_kernel_react(const char *root, const char *path, const char *value, v
     } else if (!strcmp(path, "/sys/bus/pci/drivers_probe")) {
         snprintf(rel, sizeof(rel), "/sys/bus/pci/devices/%s/driver", value);
         if (fx_link(root, rel)[0])
-            return;
+            return 0;
         snprintf(rel, sizeof(rel), "/sys/bus/pci/devices/%s/driver_override", value);
         const char *over = fx_get(root, rel);
         fx_bind(root, value,
                 strcmp(over, "(null)") && over[0] ? over : fx_recalled(k, value));
-    } else if (sscanf(path, "/sys/bus/pci/devices/%63[^/]/driver_override", addr) == 1) {
+    } else if (!strcmp(strrchr(path, '/'), "/driver_override")) {
         if (!value[0])
             fx_put(root, path, "(null)\n");
+    } else if (sscanf(path, "/sys/bus/pci/devices/%63[^/]/", addr) == 1 &&
+               !strcmp(strrchr(path, '/'), "/sriov_numvfs")) {
+        return fx_numvfs(root, path, addr, atoi(value));
     } else if (strstr(path, "/mdev_supported_types/") && strstr(path, "/create")) {
         /* /sys/class/mdev_bus/PARENT/mdev_supported_types/TYPE/create */
         char parent[64], type[128], dir[PATH_MAX], full[PATH_MAX];
         if (sscanf(path,
                    "/sys/class/mdev_bus/%63[^/]/mdev_supported_types/%127[^/]/create",
                    parent, type) != 2)
-            return;
+            return 0;
+        snprintf(rel, sizeof(rel),
+                 "/sys/class/mdev_bus/%s/mdev_supported_types/%s/available_instances",
+                 parent, type);
+        if (atoi(fx_get(root, rel)) <= 0)
+            return -EUSERS; /* mdev core: no instance left */
         snprintf(rel, sizeof(rel), "/sys/class/mdev_bus/%s", parent);
         fs_join(full, sizeof(full), root, rel);
         if (!realpath(full, dir))
@@ -331,6 +523,14 @@ FX void fx_kernel_react(const char *root, const char *path, const char *value, v
         snprintf(rel, sizeof(rel), "/sys/class/mdev_bus/%s/mdev_supported_types/%s",
                  parent, type);
         fx_add_available(root, rel, -1);
+        /* the type lists its instances */
+        char typedir[PATH_MAX], at[PATH_MAX];
+        fx_real(root, rel, typedir, sizeof(typedir));
+        snprintf(at, sizeof(at), "%s/devices/%s", typedir, value);
+        snprintf(full, sizeof(full), "%s/devices", typedir);
+        fx_mkdir(root, full);
+        snprintf(full, sizeof(full), "/sys/%s/%s", below, value);
+        fx_link_to(root, at, full);
     } else if (!strncmp(path, "/sys/bus/mdev/devices/", 22) && strstr(path, "/remove")) {
         char uuid[64], type[PATH_MAX], full[PATH_MAX], dir[PATH_MAX];
         snprintf(uuid, sizeof(uuid), "%.36s", path + 22);
@@ -353,6 +553,8 @@ FX void fx_kernel_react(const char *root, const char *path, const char *value, v
         }
         if (f)
             fclose(f);
+        snprintf(avail, sizeof(avail), "%s/devices/%s", type, uuid);
+        unlink(avail);
         fs_remove_tree(dir);
         fx_unlink(root, rel);
     } else if (strstr(path, "/nr_hugepages")) {
@@ -369,6 +571,7 @@ FX void fx_kernel_react(const char *root, const char *path, const char *value, v
         snprintf(text, sizeof(text), "%ld\n", nr);
         fx_put(root, free_rel, text);
     }
+    return 0;
 }
 
 /* Starts recording hostw's writes with the fake kernel reacting to them. */

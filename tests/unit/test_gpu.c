@@ -3,6 +3,7 @@
  * return, and a grant released from its JSON record as after a service restart. */
 #include "host/gpu.h"
 #include "host/hostw.h"
+#include "host/sysfs.h"
 #include "util/log.h"
 
 #include <jansson.h>
@@ -17,12 +18,18 @@
 
 static char err[2048];
 
+#define UUID_A "5d3f8a2e-6b1c-4e7d-9a0f-2c4b6e8d1a3f"
+#define UUID_B "0b7e2c94-3f1a-4d6b-8e25-9c0d7a4f1b68"
+
+/* A request as the allocator makes it (a mediated device gets its UUID from it). */
 static struct gpu_request request(enum gpu_kind kind, const char *unit)
 {
     struct gpu_request r;
     memset(&r, 0, sizeof(r));
     r.kind = kind;
     snprintf(r.unit, sizeof(r.unit), "%s", unit ? unit : "");
+    if (kind == GPU_KIND_MDEV)
+        snprintf(r.mdev_uuid, sizeof(r.mdev_uuid), UUID_A);
     return r;
 }
 
@@ -41,9 +48,11 @@ static void passthrough_plans_the_whole_card(void **state)
     (void)state;
     struct gpu_grant g;
     struct gpu_request r = request(GPU_KIND_PASSTHROUGH, NULL);
+    snprintf(r.rom_dir, sizeof(r.rom_dir), "/etc/qdesk/roms");
     assert_int_equal(gpu_plan(fx_tree("nvidia-passthrough"), &r, &g, err, sizeof(err)),
                      0);
     assert_int_equal(g.kind, GPU_KIND_PASSTHROUGH);
+    assert_string_equal(g.romfile, ""); /* no ROM for this card: its own */
     assert_string_equal(g.unit, "pci:0000:01:00.0");
     assert_int_equal(g.n_fn, 2);
     assert_string_equal(g.fn[0].addr, "0000:01:00.0");
@@ -73,18 +82,18 @@ static void passthrough_refuses_a_group_that_is_not_viable(void **state)
 {
     (void)state;
     struct gpu_grant g;
-    struct gpu_request r = request(GPU_KIND_PASSTHROUGH, "pci:0000:02:00.0");
+    struct gpu_request r = request(GPU_KIND_PASSTHROUGH, "pci:0000:04:00.0");
     r.allow_console = true; /* so the group is the only reason */
     assert_int_equal(gpu_plan(fx_tree("nvidia-passthrough"), &r, &g, err, sizeof(err)),
                      -1);
     assert_string_equal(
         err,
-        "passthrough: 0000:02:00.0 (Advanced Micro Devices, Inc. [AMD/ATI] Lexa PRO "
+        "passthrough: 0000:04:00.0 (Advanced Micro Devices, Inc. [AMD/ATI] Lexa PRO "
         "[Radeon 540/540X/550/550X / RX 540X/550/550X]) cannot be given to a guest: its "
-        "IOMMU group 3 is not viable: 0000:02:00.1 (Intel Corporation I210 Gigabit "
+        "IOMMU group 3 is not viable: 0000:05:00.0 (Intel Corporation I210 Gigabit "
         "Network Connection) is bound to igb (every device in the group must go to the "
         "guest or be unbound from its host driver)");
-    r = request(GPU_KIND_PASSTHROUGH, "0000:04:00.0");
+    r = request(GPU_KIND_PASSTHROUGH, "0000:06:00.0");
     assert_int_equal(gpu_plan(fx_tree("nvidia-passthrough"), &r, &g, err, sizeof(err)),
                      -1);
     assert_non_null(strstr(err, "it is not a display controller"));
@@ -111,8 +120,12 @@ static void passthrough_refuses_the_host_console_unless_allowed(void **state)
              "taking it");
     r.allow_console = true;
     r.seabios = true;
+    snprintf(r.rom_dir, sizeof(r.rom_dir), "/etc/qdesk/roms");
     assert_int_equal(gpu_plan(fx_tree("gvtg"), &r, &g, err, sizeof(err)), 0);
     assert_string_equal(g.unit, "pci:0000:00:02.0");
+    /* the operator dumped this iGPU's option ROM */
+    assert_string_equal(g.romfile, "/etc/qdesk/roms/0000:00:02.0.rom");
+    assert_true(g.rombar);
     assert_int_equal(g.n_fn, 1);
     assert_false(g.multifunction);
     assert_true(g.x_vga);
@@ -328,7 +341,7 @@ static void seven_vfs_are_handed_out_once_each(void **state)
         assert_string_equal(g[i].unit, want);
         assert_int_equal(gpu_prepare(root, &g[i], err, sizeof(err)), 0);
     }
-    assert_int_equal(gpu_plan(root, &r, &g[7], err, sizeof(err)), -1);
+    assert_int_equal(gpu_plan(root, &r, &g[7], err, sizeof(err)), -EBUSY);
     assert_string_equal(err,
                         "vf: no free VF: 0000:00:02.0 (Intel Corporation Raptor Lake-P "
                         "[Iris Xe Graphics]) has 7 VFs, every one bound to vfio-pci or "
@@ -356,19 +369,40 @@ static void seven_vfs_are_handed_out_once_each(void **state)
     fx_drop(root);
 }
 
+#define PF "/sys/bus/pci/devices/0000:00:02.0"
+
 static void vfs_are_created_with_autoprobe_off(void **state)
 {
     (void)state;
     char *root = fx_copy("intel-sriov");
     struct fx_kernel k;
     struct gpu_grant g;
-    fx_put(root, "/sys/bus/pci/devices/0000:00:02.0/sriov_numvfs", "0\n");
-    fx_put(root, "/sys/bus/pci/devices/0000:00:02.0/sriov_drivers_autoprobe", "1\n");
+    fx_kernel_start(&k);
+    /* the operator turns the VFs off, and i915's autoprobe back on (its default) */
+    assert_int_equal(hostw_write(root, PF "/sriov_numvfs", "0", err, sizeof(err)), 0);
+    assert_int_equal(
+        hostw_write(root, PF "/sriov_drivers_autoprobe", "1", err, sizeof(err)), 0);
+    assert_false(sysfs_exists(root, PF "/virtfn0"));
+    assert_false(sysfs_exists(root, "/sys/bus/pci/devices/0000:00:02.1"));
+
+    /* the kernel hands new VFs to i915 while autoprobe is on, and refuses another
+     * count while VFs exist */
+    assert_int_equal(hostw_write(root, PF "/sriov_numvfs", "2", err, sizeof(err)), 0);
+    assert_string_equal(fx_link(root, "/sys/bus/pci/devices/0000:00:02.2/driver"),
+                        "i915");
+    assert_int_equal(hostw_write(root, PF "/sriov_numvfs", "3", err, sizeof(err)),
+                     -EBUSY);
+    assert_string_equal(fx_get(root, PF "/sriov_numvfs"), "2");
+    assert_int_equal(hostw_write(root, PF "/sriov_numvfs", "0", err, sizeof(err)), 0);
+    assert_false(sysfs_exists(root, "/sys/bus/pci/devices/0000:00:02.1"));
+
+    /* a PF without VFs: qdesk plans the first VF it will make */
     struct gpu_request r = request(GPU_KIND_VF, NULL);
     assert_int_equal(gpu_plan(root, &r, &g, err, sizeof(err)), 0);
     assert_int_equal(g.vfs_create, 7);
     assert_string_equal(g.unit, "vf:0000:00:02.1");
-    fx_kernel_start(&k);
+    assert_string_equal(g.fn[0].orig_driver, "");
+    hostw_record(true);
     assert_int_equal(gpu_prepare(root, &g, err, sizeof(err)), 0);
     assert_string_equal(
         hostw_recorded(),
@@ -377,6 +411,17 @@ static void vfs_are_created_with_autoprobe_off(void **state)
         "echo vfio-pci > /sys/bus/pci/devices/0000:00:02.1/driver_override\n"
         "echo 0000:00:02.1 > /sys/bus/pci/drivers_probe\n"
         "echo 1 > /sys/bus/pci/devices/0000:00:02.1/reset\n");
+    /* seven VFs; the guest's on vfio-pci, and i915 took none of the others */
+    assert_string_equal(fx_get(root, PF "/sriov_numvfs"), "7");
+    assert_string_equal(fx_link(root, "/sys/bus/pci/devices/0000:00:02.1/driver"),
+                        "vfio-pci");
+    for (int i = 2; i <= 7; i++) {
+        char rel[64];
+        snprintf(rel, sizeof(rel), "/sys/bus/pci/devices/0000:00:02.%d/driver", i);
+        assert_string_equal(fx_link(root, rel), "");
+    }
+    assert_false(sysfs_exists(root, "/sys/bus/pci/devices/0000:00:03.0"));
+
     /* enabling again is a no-op; another count would destroy VFs in use */
     hostw_record(true);
     assert_int_equal(gpu_vf_enable(root, "0000:00:02.0", 7, err, sizeof(err)), 0);
@@ -388,16 +433,17 @@ static void vfs_are_created_with_autoprobe_off(void **state)
     assert_int_equal(gpu_vf_enable(root, "0000:00:14.0", 0, err, sizeof(err)), -1);
     assert_non_null(strstr(err, "cannot make SR-IOV VFs"));
 
+    /* release gives the VF back unbound; the VFs stay for the next guest */
+    assert_int_equal(gpu_release(root, &g, err, sizeof(err)), 0);
+    assert_string_equal(fx_link(root, "/sys/bus/pci/devices/0000:00:02.1/driver"), "");
+    assert_string_equal(fx_get(root, PF "/sriov_numvfs"), "7");
+
     /* before the VFs exist their addresses come from sriov_offset and sriov_stride */
     struct pcidev pf;
-    char addr[PCIDEV_ADDR_SIZE], path[PATH_MAX];
-    for (int i = 0; i < 7; i++) {
-        char rel[64];
-        snprintf(rel, sizeof(rel), "/sys/bus/pci/devices/0000:00:02.0/virtfn%d", i);
-        fs_join(path, sizeof(path), root, rel);
-        unlink(path);
-    }
+    char addr[PCIDEV_ADDR_SIZE];
+    assert_int_equal(hostw_write(root, PF "/sriov_numvfs", "0", err, sizeof(err)), 0);
     assert_int_equal(pcidev_read(root, "0000:00:02.0", &pf), 0);
+    assert_int_equal(pf.sriov_num, 0);
     assert_int_equal(gpu_vf_addr(root, &pf, 6, addr, sizeof(addr)), 0);
     assert_string_equal(addr, "0000:00:02.7");
     assert_int_equal(gpu_vf_addr(root, &pf, 7, addr, sizeof(addr)), -1);
@@ -417,8 +463,7 @@ static void mdev_is_created_and_removed(void **state)
     assert_string_equal(g.unit, "mdev:0000:00:02.0/i915-GVTg_V5_8");
     assert_string_equal(g.mdev_parent, "0000:00:02.0");
     assert_string_equal(g.mdev_type, "i915-GVTg_V5_8");
-    assert_int_equal(strlen(g.mdev_uuid), 36);
-    assert_int_equal(g.mdev_uuid[14], '4');
+    assert_string_equal(g.mdev_uuid, UUID_A);
     char want[256];
     snprintf(want, sizeof(want), "/sys/bus/mdev/devices/%s", g.mdev_uuid);
     assert_string_equal(g.mdev_sysfsdev, want);
@@ -452,16 +497,27 @@ static void mdev_is_created_and_removed(void **state)
                      0); /* gone: nothing to do */
     assert_string_equal(hostw_recorded(), "");
 
-    /* two creations get two devices */
+    /* two creations get two devices, and the type is full */
     struct gpu_grant a, b;
     r = request(GPU_KIND_MDEV, "mdev:0000:00:02.0/i915-GVTg_V5_4");
     assert_int_equal(gpu_plan(root, &r, &a, err, sizeof(err)), 0);
     assert_int_equal(gpu_prepare(root, &a, err, sizeof(err)), 0);
+    snprintf(r.mdev_uuid, sizeof(r.mdev_uuid), UUID_B);
     assert_int_equal(gpu_plan(root, &r, &b, err, sizeof(err)), 0);
-    assert_string_not_equal(a.mdev_uuid, b.mdev_uuid);
     assert_int_equal(gpu_prepare(root, &b, err, sizeof(err)), 0);
-    assert_int_equal(gpu_plan(root, &r, &g, err, sizeof(err)), -1);
+    assert_int_equal(gpu_plan(root, &r, &g, err, sizeof(err)), -EBUSY);
     assert_string_equal(err, "mdev: i915-GVTg_V5_4 on 0000:00:02.0 has no free instance");
+    assert_string_equal(g.unit, "mdev:0000:00:02.0/i915-GVTg_V5_4");
+    /* a grant planned while one was left loses the race to the kernel's count */
+    hostw_record(true);
+    g = b;
+    snprintf(g.mdev_uuid, sizeof(g.mdev_uuid), "%s",
+             "7a1e4c2b-9d3f-4b8a-8c6e-1f2a3b4c5d6e");
+    snprintf(g.mdev_sysfsdev, sizeof(g.mdev_sysfsdev), "/sys/bus/mdev/devices/%s",
+             g.mdev_uuid);
+    assert_int_equal(gpu_prepare(root, &g, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "i915-GVTg_V5_4/create: Too many users"));
+    assert_false(sysfs_exists(root, "%s", g.mdev_sysfsdev));
     assert_int_equal(gpu_release(root, &a, err, sizeof(err)), 0);
     assert_int_equal(gpu_release(root, &b, err, sizeof(err)), 0);
     fx_kernel_stop();
@@ -548,6 +604,11 @@ static void kinds_share_one_shape(void **state)
     assert_int_equal(k, GPU_KIND_MDEV);
     assert_string_equal(type, "i915-GVTg_V5_4");
     assert_int_equal(gpu_kind_parse("vgpu", &k, type, sizeof(type)), -1);
+    /* a kind name alone, as spec_gpu_parse() wants it */
+    assert_int_equal(gpu_kind_parse("mdev", &k, NULL, 0), 0);
+    assert_int_equal(k, GPU_KIND_MDEV);
+    assert_int_equal(gpu_kind_parse("mdev:i915-GVTg_V5_4", &k, NULL, 0), -1);
+    assert_string_equal(gpu_kind_name(GPU_KINDS), "?");
 }
 
 static void consumer_nvidia_rule(void **state)

@@ -58,10 +58,10 @@ static void gpus_report(void **state)
         "  passthrough: yes, with 0000:01:00.1 (KVM hidden from the guest: a consumer "
         "NVIDIA card)\n"
         "  virgl: /dev/dri/renderD129\n"
-        "0000:02:00.0 Advanced Micro Devices, Inc. [AMD/ATI] Lexa PRO "
+        "0000:04:00.0 Advanced Micro Devices, Inc. [AMD/ATI] Lexa PRO "
         "[Radeon 540/540X/550/550X / RX 540X/550/550X] [1002:699f]\n"
         "  driver amdgpu, IOMMU group 3, boot VGA (shows the host console)\n"
-        "  passthrough: no: its IOMMU group 3 is not viable: 0000:02:00.1 (Intel "
+        "  passthrough: no: its IOMMU group 3 is not viable: 0000:05:00.0 (Intel "
         "Corporation "
         "I210 Gigabit Network Connection) is bound to igb (every device in the group "
         "must go "
@@ -121,8 +121,11 @@ static void iommu_report(void **state)
                   "nvidia)\n"
                   "  0000:01:00.1 Audio device [0403]: NVIDIA Corporation GA104 High "
                   "Definition Audio Controller [10de:228b] (driver snd_hda_intel)\n"
-                  "IOMMU group 3: not viable: 0000:02:00.1 (Intel Corporation I210 "
+                  "IOMMU group 3: not viable: 0000:05:00.0 (Intel Corporation I210 "
                   "Gigabit Network Connection) is bound to igb\n"));
+    /* an NVMe alone in its group does not block itself */
+    assert_non_null(strstr(out_text, "IOMMU group 5: viable, no GPU (isolated; on the "
+                                     "host now: 0000:06:00.0 nvme)\n"));
 
     assert_int_equal(host(fx_tree("nvidia-passthrough"), "iommu", "--json", NULL), 0);
     json_t *j = parsed(), *groups = json_object_get(j, "groups");
@@ -131,10 +134,19 @@ static void iommu_report(void **state)
     json_t *g3 = json_array_get(groups, 3);
     assert_int_equal(json_integer_value(json_object_get(g3, "group")), 3);
     assert_true(json_is_false(json_object_get(g3, "viable")));
+    assert_true(json_is_true(json_object_get(g3, "gpu")));
+    json_t *g5 = json_array_get(groups, 5);
+    assert_true(json_is_true(json_object_get(g5, "viable")));
+    assert_true(json_is_false(json_object_get(g5, "gpu")));
+    assert_string_equal(json_string_value(json_object_get(g5, "host_drivers")),
+                        "0000:06:00.0 nvme");
     json_t *blockers = json_object_get(g3, "blockers");
     assert_int_equal(json_array_size(blockers), 1);
-    assert_string_equal(json_string_value(json_array_get(blockers, 0)), "0000:02:00.1");
-    json_t *nic = json_array_get(json_object_get(g3, "devices"), 2);
+    assert_string_equal(json_string_value(json_array_get(blockers, 0)), "0000:05:00.0");
+    /* the root port, the switch and its two ports, the Radeon and its audio, the
+     * NIC */
+    assert_int_equal(json_array_size(json_object_get(g3, "devices")), 7);
+    json_t *nic = json_array_get(json_object_get(g3, "devices"), 6);
     assert_string_equal(json_string_value(json_object_get(nic, "driver")), "igb");
     assert_string_equal(json_string_value(json_object_get(nic, "class_name")),
                         "Ethernet controller");
@@ -198,6 +210,11 @@ static const char amd_cmdline[] =
     "softdep nvidia pre: vfio-pci\n"
     "softdep nouveau pre: vfio-pci\n"
     "softdep snd_hda_intel pre: vfio-pci\n"
+    "\n"
+    "# /etc/initramfs-tools/modules (vfio-pci takes the card before its driver can)\n"
+    "vfio\n"
+    "vfio_iommu_type1\n"
+    "vfio_pci\n"
     "\n"
     "# then (qdesk host cmdline --gpu ... --apply writes the files above):\n"
     "update-initramfs -u\n"

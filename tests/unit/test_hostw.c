@@ -92,13 +92,15 @@ struct seen {
     char path[256], value[64];
 };
 
-static void observer(const char *sysroot, const char *path, const char *value, void *data)
+static int observer(const char *sysroot, const char *path, const char *value, void *data)
 {
     struct seen *s = data;
     assert_string_equal(sysroot, dir);
     s->n++;
     snprintf(s->path, sizeof(s->path), "%s", path);
     snprintf(s->value, sizeof(s->value), "%s", value ? value : "(file)");
+    /* an attribute that refuses a value, as sriov_numvfs does while VFs exist */
+    return value && !strcmp(value, "refused") ? -EBUSY : 0;
 }
 
 static void observers_see_successful_changes(void **state)
@@ -114,6 +116,16 @@ static void observers_see_successful_changes(void **state)
     assert_string_equal(s.value, "0000:01:00.0");
     assert_int_equal(hostw_write(dir, "/sys/nothing", "1", err, sizeof(err)), -ENOENT);
     assert_int_equal(s.n, 1);
+    /* the kernel's refusal is the write's failure, recorded and reported once */
+    hostw_record(true);
+    assert_int_equal(
+        hostw_write(dir, "/sys/bus/pci/drivers_probe", "refused", err, sizeof(err)),
+        -EBUSY);
+    assert_int_equal(s.n, 2);
+    assert_string_equal(err, "echo refused > /sys/bus/pci/drivers_probe: Device or "
+                             "resource busy");
+    assert_string_equal(hostw_recorded(), "echo refused > /sys/bus/pci/drivers_probe\n");
+    hostw_record(false);
     hostw_observe(NULL, NULL);
 }
 

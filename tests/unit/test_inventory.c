@@ -37,15 +37,6 @@ static void vfs_of_the_intel_igpu(void **state)
     }
     assert_string_equal(u[0].label, "VF 1 of Intel Corporation Raptor Lake-P [Iris Xe "
                                     "Graphics] (0000:00:02.1)");
-    json_t *j = inventory_unit_json(&u[0]);
-    char *text = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS);
-    assert_string_equal(text,
-                        "{\"capacity\":1,\"id\":\"vf:0000:00:02.1\",\"kind\":\"vf\","
-                        "\"label\":\"VF 1 of Intel Corporation Raptor Lake-P [Iris Xe "
-                        "Graphics] (0000:00:02.1)\",\"parent\":\"0000:00:02.0\","
-                        "\"usable\":true,\"why\":\"\"}");
-    free(text);
-    json_decref(j);
     free(u);
 
     /* before the VFs exist, the same units: prepare creates them */
@@ -79,10 +70,10 @@ static void whole_gpus(void **state)
     assert_string_equal(u[0].id, "pci:0000:01:00.0");
     assert_true(u[0].usable);
     assert_string_equal(u[0].why, "");
-    assert_string_equal(u[1].id, "pci:0000:02:00.0");
+    assert_string_equal(u[1].id, "pci:0000:04:00.0");
     assert_false(u[1].usable);
     assert_non_null(strstr(u[1].why,
-                           "0000:02:00.1 (Intel Corporation I210 Gigabit Network "
+                           "0000:05:00.0 (Intel Corporation I210 Gigabit Network "
                            "Connection) is bound to igb"));
     free(u);
     u = list(fx_tree("gvtg"), INVENTORY_GPU, false, &n);
@@ -115,8 +106,8 @@ static void mdev_types_render_nodes_and_usb(void **state)
     u = list(fx_tree("nvidia-passthrough"), INVENTORY_RENDER, false, &n);
     assert_int_equal(n, 2);
     assert_string_equal(u[0].id, "render:renderD128");
-    assert_string_equal(u[0].parent, "0000:02:00.0");
-    assert_string_equal(u[0].label, "/dev/dri/renderD128 (amdgpu on 0000:02:00.0)");
+    assert_string_equal(u[0].parent, "0000:04:00.0");
+    assert_string_equal(u[0].label, "/dev/dri/renderD128 (amdgpu on 0000:04:00.0)");
     assert_int_equal(u[0].capacity, 0); /* shared */
     assert_string_equal(u[1].id, "render:renderD129");
     free(u);
@@ -130,7 +121,6 @@ static void mdev_types_render_nodes_and_usb(void **state)
     assert_string_equal(u[3].label, "SanDisk Corp. Cruzer Blade (0781:5567 on 1-1.2)");
     free(u);
 
-    assert_string_equal(inventory_kind_name(INVENTORY_RENDER), "render");
     struct inventory_unit *none;
     assert_int_equal(inventory_list(fx_tree("usb"), INVENTORY_KINDS, false, &none, &n,
                                     err, sizeof(err)),

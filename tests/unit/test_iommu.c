@@ -64,33 +64,63 @@ static void a_nic_blocks_the_group_it_shares(void **state)
     iommu_group_verdict(iommu_group_find(&m.groups, 3), &m.devs, &v);
     assert_false(v.viable);
     assert_int_equal(v.n_blockers, 1);
-    assert_string_equal(v.blockers[0], "0000:02:00.1");
-    assert_string_equal(v.why, "0000:02:00.1 (Intel Corporation I210 Gigabit Network "
+    assert_string_equal(v.blockers[0], "0000:05:00.0");
+    assert_string_equal(v.why, "0000:05:00.0 (Intel Corporation I210 Gigabit Network "
                                "Connection) is bound to igb");
     /* a device the host lets go does not block */
-    struct pcidev *nic = (struct pcidev *)pcidev_find(&m.devs, "0000:02:00.1");
+    struct pcidev *nic = (struct pcidev *)pcidev_find(&m.devs, "0000:05:00.0");
     snprintf(nic->driver, sizeof(nic->driver), "vfio-pci");
     iommu_group_verdict(iommu_group_find(&m.groups, 3), &m.devs, &v);
     assert_true(v.viable);
     nic->driver[0] = 0;
     iommu_group_verdict(iommu_group_find(&m.groups, 3), &m.devs, &v);
     assert_true(v.viable);
-    /* every blocker is named */
-    iommu_group_verdict(iommu_group_find(&m.groups, 6), &m.devs, &v);
-    assert_false(v.viable);
-    assert_int_equal(v.n_blockers, 1);
-    assert_string_equal(v.blockers[0], "0000:00:18.3");
+    assert_true(v.gpu);
+    assert_string_equal(v.host_drivers, "");
     unload(&m);
 
+    /* a GPU among other devices: those that are not its own functions block */
     load("intel-sriov", &m);
+    struct pcidev *audio = (struct pcidev *)pcidev_find(&m.devs, "0000:00:1f.3");
+    audio->class_code = 0x030000;
     iommu_group_verdict(iommu_group_find(&m.groups, 5), &m.devs, &v);
     assert_false(v.viable);
-    assert_int_equal(v.n_blockers, 3);
-    assert_string_equal(v.blockers[0], "0000:00:1f.3");
-    assert_string_equal(v.blockers[2], "0000:00:1f.5");
+    assert_true(v.gpu);
+    assert_int_equal(v.n_blockers, 1);
+    assert_string_equal(v.blockers[0], "0000:00:1f.4");
+    assert_string_equal(v.why, "0000:00:1f.4 (Intel Corporation Alder Lake PCH-P SMBus "
+                               "Host Controller) is bound to i801_smbus");
     iommu_group_verdict(iommu_group_find(&m.groups, 8), &m.devs, &v);
     assert_true(v.viable); /* a VF alone in its group */
     assert_null(iommu_group_find(&m.groups, 15));
+    unload(&m);
+}
+
+/* A group without a GPU goes to a guest whole: its devices do not block it, and the
+ * drivers the host has on them are shown apart. */
+static void groups_without_a_gpu_are_isolated(void **state)
+{
+    (void)state;
+    struct machine m;
+    struct iommu_verdict v;
+    load("nvidia-passthrough", &m);
+    iommu_group_verdict(iommu_group_find(&m.groups, 5), &m.devs, &v); /* an NVMe */
+    assert_true(v.viable);
+    assert_false(v.gpu);
+    assert_int_equal(v.n_blockers, 0);
+    assert_string_equal(v.why, "");
+    assert_string_equal(v.host_drivers, "0000:06:00.0 nvme");
+    unload(&m);
+
+    load("intel-sriov", &m);
+    iommu_group_verdict(iommu_group_find(&m.groups, 7), &m.devs, &v); /* a NIC */
+    assert_true(v.viable);
+    assert_string_equal(v.host_drivers, "0000:56:00.0 igc");
+    iommu_group_verdict(iommu_group_find(&m.groups, 5), &m.devs, &v); /* the chipset */
+    assert_true(v.viable);
+    assert_string_equal(v.host_drivers,
+                        "0000:00:1f.3 snd_hda_intel, 0000:00:1f.4 i801_smbus, "
+                        "0000:00:1f.5 intel-spi");
     unload(&m);
 }
 
@@ -109,6 +139,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(card_audio_and_root_port_share_a_viable_group),
         cmocka_unit_test(a_nic_blocks_the_group_it_shares),
+        cmocka_unit_test(groups_without_a_gpu_are_isolated),
         cmocka_unit_test(iommu_off_means_no_groups),
     };
     return cmocka_run_group_tests(tests, fx_setup, fx_teardown);

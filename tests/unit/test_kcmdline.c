@@ -46,19 +46,24 @@ static void passthrough_on_amd(void **state)
     assert_string_equal(p.modprobe[0], "softdep nvidia pre: vfio-pci");
     assert_string_equal(p.modprobe[1], "softdep nouveau pre: vfio-pci");
     assert_string_equal(p.modprobe[2], "softdep snd_hda_intel pre: vfio-pci");
+    /* nvidia and nouveau load from the initramfs: vfio-pci must be there first */
+    assert_int_equal(p.n_initramfs, 3);
+    assert_string_equal(p.initramfs[2], "vfio_pci");
     assert_int_equal(p.n_notes, 0);
 
-    /* the non-viable group: the NIC would go too, and the console GPU is named */
-    plan("nvidia-passthrough", "0000:02:00.0", &p);
-    assert_string_equal(joined(p.params, p.n_params),
-                        "amd_iommu=on iommu=pt vfio-pci.ids=1002:699f,8086:1533 "
-                        "kvm.ignore_msrs=1");
+    /* the non-viable group: the NIC would go too, and the console GPU is named; the
+     * switch's ports stay with the host */
+    plan("nvidia-passthrough", "0000:04:00.0", &p);
+    assert_string_equal(
+        joined(p.params, p.n_params),
+        "amd_iommu=on iommu=pt vfio-pci.ids=1002:699f,1002:aae0,8086:1533 "
+        "kvm.ignore_msrs=1");
     assert_int_equal(p.n_notes, 2);
     assert_string_equal(p.notes[0],
-                        "warning: IOMMU group 3 also holds 0000:02:00.1 (Intel "
+                        "warning: IOMMU group 3 also holds 0000:05:00.0 (Intel "
                         "Corporation I210 Gigabit Network Connection, bound to "
                         "igb): vfio-pci.ids takes it from the host too");
-    assert_non_null(strstr(p.notes[1], "0000:02:00.0 shows the host console"));
+    assert_non_null(strstr(p.notes[1], "0000:04:00.0 shows the host console"));
 
     /* both cards: one list of ids */
     char *both[] = {"0000:01:00.0", "0000:01:00.1"};
@@ -90,6 +95,7 @@ static void sriov_and_gvt_on_intel(void **state)
                         "i915.max_vfs=7");
     assert_int_equal(p.n_modules, 3);
     assert_int_equal(p.n_modprobe, 0);
+    assert_int_equal(p.n_initramfs, 0); /* VFs are bound at session start */
     assert_int_equal(p.n_notes, 1);
     /* a VF stands for its PF */
     plan("intel-sriov", "0000:00:02.4", &p);
@@ -186,7 +192,10 @@ static void apply_writes_once_with_a_backup(void **state)
                         "cp /etc/default/grub /etc/default/grub.qdesk-20240102-030405\n"
                         "write /etc/default/grub\n"
                         "write /etc/modules-load.d/vfio.conf\n"
-                        "write /etc/modprobe.d/vfio.conf\n");
+                        "write /etc/modprobe.d/vfio.conf\n"
+                        "cp /etc/initramfs-tools/modules "
+                        "/etc/initramfs-tools/modules.qdesk-20240102-030405\n"
+                        "write /etc/initramfs-tools/modules\n");
     char *after = fs_read_file(path, 1 << 20, NULL);
     assert_non_null(strstr(after, grub_after));
     assert_null(strstr(after, "GRUB_CMDLINE_LINUX_DEFAULT=\"quiet amd_iommu=on\""));
@@ -208,9 +217,19 @@ static void apply_writes_once_with_a_backup(void **state)
                         "cmdline --apply\nsoftdep nvidia pre: vfio-pci\n"
                         "softdep nouveau pre: vfio-pci\n"
                         "softdep snd_hda_intel pre: vfio-pci\n");
+    /* the vfio modules go into the initramfs, after Debian's own lines */
+    fs_join(path, sizeof(path), root, KCMDLINE_INITRAMFS);
+    char *initramfs = fs_read_file(path, 4096, NULL);
+    assert_non_null(strstr(initramfs, "# raid1\n# sd_mod\nvfio\nvfio_iommu_type1\n"
+                                      "vfio_pci\n"));
+    free(initramfs);
     assert_non_null(
         strstr(msg, "now run update-initramfs -u and update-grub, then reboot"));
     assert_non_null(strstr(msg, "/etc/default/grub.qdesk-20240102-030405"));
+    assert_non_null(strstr(msg, "/etc/initramfs-tools/modules: vfio-pci is in the "
+                                "initramfs, to take the card before its driver does (the "
+                                "old file is /etc/initramfs-tools/modules.qdesk-"
+                                "20240102-030405)\n"));
 
     /* a second run changes nothing */
     hostw_record(true);
@@ -220,12 +239,20 @@ static void apply_writes_once_with_a_backup(void **state)
     assert_string_equal(msg, "the boot configuration already has all of this; nothing "
                              "changed\n");
 
-    /* lines someone added stay; only missing ones are appended */
+    /* lines someone added stay; only missing ones are appended, after a backup */
     fx_put(root, KCMDLINE_MODULES, "# mine\nvfio_pci\n");
     hostw_record(true);
-    assert_int_equal(kcmdline_apply(root, &p, now, msg, sizeof(msg), err, sizeof(err)),
-                     0);
-    assert_string_equal(hostw_recorded(), "write /etc/modules-load.d/vfio.conf\n");
+    assert_int_equal(
+        kcmdline_apply(root, &p, now + 120, msg, sizeof(msg), err, sizeof(err)), 0);
+    assert_string_equal(hostw_recorded(),
+                        "cp /etc/modules-load.d/vfio.conf "
+                        "/etc/modules-load.d/vfio.conf.qdesk-20240102-030605\n"
+                        "write /etc/modules-load.d/vfio.conf\n");
+    fs_join(path, sizeof(path), root,
+            "/etc/modules-load.d/vfio.conf.qdesk-20240102-030605");
+    free(modules);
+    modules = fs_read_file(path, 4096, NULL);
+    assert_string_equal(modules, "# mine\nvfio_pci\n");
     free(modules);
     fs_join(path, sizeof(path), root, KCMDLINE_MODULES);
     modules = fs_read_file(path, 4096, NULL);
