@@ -58,7 +58,6 @@ static const struct key keys[] = {
     STR("qemu", aavmf_vars, NULL),
     NUM("qemu", start_timeout_s, K_DURATION),
     NUM("qemu", stop_grace_s, K_DURATION),
-    STR("qemu", hugetlbfs, NULL),
     NUM("gpu", allow_host_console, K_BOOL),
     NUM("gpu", vfs, K_COUNT),
     STR("gpu", virgl_display, "egl-headless|sdl"),
@@ -105,7 +104,6 @@ void config_defaults(struct config *c)
     c->stop_grace_s = 30;
     snprintf(c->virgl_display, sizeof(c->virgl_display), "egl-headless");
     snprintf(c->rom_dir, sizeof(c->rom_dir), "/etc/qdesk/roms");
-    snprintf(c->hugetlbfs, sizeof(c->hugetlbfs), "/dev/hugepages");
     c->default_cpus = 1;
     c->default_memory_mb = 1024;
     c->default_lifetime_s = 4 * 3600;

@@ -47,7 +47,6 @@ struct config {
     char aavmf_vars[PATH_MAX];
     uint64_t start_timeout_s; /* spawn to QMP answering */
     uint64_t stop_grace_s;    /* powerdown to quit */
-    char hugetlbfs[PATH_MAX]; /* where hugetlbfs is mounted */
 
     /* [gpu] */
     bool allow_host_console;  /* passthrough may take the GPU showing the host console */

@@ -2,7 +2,8 @@
  * `qdesk args` takes it, or with "source": "api" as the HTTP API does; catalogue
  * machines; faked host facts) is resolved and built by the same code that
  * `qdesk args`, `qdesk run` and the service use, and the result must equal
- * NAME.args (the command line) or NAME.err (the error), byte for byte.
+ * NAME.args (the command line, after a "# warning: ..." line when the user is
+ * warned of something) or NAME.err (the error), byte for byte.
  *
  * Machines are faked ("machines": image facts and sidecar keys, read through the
  * catalogue's sidecar code), or, for what only the image files can show (backing
@@ -81,8 +82,6 @@ static void fake_host(json_t *h, struct spec_host *host)
     fake_file(h, "aavmf_vars", "/usr/share/AAVMF/AAVMF_VARS.fd", &host->aavmf_vars);
     host->virgl_sdl = json_is_true(json_object_get(h, "virgl_sdl"));
     snprintf(host->x_display, sizeof(host->x_display), "%s", str_or(h, "x_display", ""));
-    snprintf(host->hugetlbfs, sizeof(host->hugetlbfs), "%s",
-             str_or(h, "hugetlbfs", "/dev/hugepages"));
 }
 
 /* The device facts come from a captured tree, tests/sysfs/NAME ("host": {"sysroot":
@@ -311,8 +310,16 @@ static char *run_case(const char *dir, const char *path, bool *is_err)
         if (asprintf(&out, "%s\n", err) < 0)
             out = NULL;
     } else {
+        /* what the user is told beside the command line, as a shell comment */
+        char *args = argv_format(&a);
         *is_err = false;
-        out = argv_format(&a);
+        if (args && spec.gpu_grant.warning[0]) {
+            if (asprintf(&out, "# warning: %s\n%s", spec.gpu_grant.warning, args) < 0)
+                out = NULL;
+            free(args);
+        } else {
+            out = args;
+        }
     }
     argv_free(&a);
     free(cat.machines);

@@ -55,9 +55,15 @@ const DEVICE_KINDS = [
 
 function unitStatus(u) {
     if (!u.usable) return el('span', { class: 'muted' }, `unusable: ${u.why || ''}`);
-    if (u.in_use) return el('span', { class: 'state state-running' }, u.session ? `in use by ${u.session}` : 'in use');
-    if (u.capacity > 1) return el('span', { class: 'state state-stopped' }, `${u.capacity} free`);
-    return el('span', { class: 'state state-stopped' }, u.capacity === 0 ? 'shared' : 'free');
+    const held = u.held_by ? `: ${u.held_by}` : '';
+    if (u.used !== undefined) // a mediated device type: instances made, and still possible
+        return el('span', { class: `state state-${u.capacity ? 'stopped' : 'running'}` },
+            `${u.used} in use, ${u.capacity} more possible${held}`);
+    if (u.users !== undefined) // a render node: shared by every virgl session on it
+        return el('span', { class: 'state state-stopped' },
+            u.users ? `shared by ${u.users} session${u.users === 1 ? '' : 's'}${held}` : 'shared, unused');
+    if (u.in_use) return el('span', { class: 'state state-running' }, `in use${u.held_by ? ` by ${u.held_by}` : ''}`);
+    return el('span', { class: 'state state-stopped' }, 'free');
 }
 
 function devices(h) {

@@ -32,11 +32,22 @@ function machineFacts(m) {
     return facts.join(' · ');
 }
 
+// options: [label, value, disabled?]
 function select(id, options, chosen) {
     return el('select', { id, name: id },
-        options.map(([label, value]) => el('option', {
+        options.map(([label, value, disabled]) => el('option', {
             value, selected: String(value) === String(chosen) ? true : null,
+            disabled: disabled ? true : null,
         }, label)));
+}
+
+// A GPU kind with what the host has free of it now (GET /api/v1/host gpu_kinds).
+function gpuOption(kind) {
+    const label = GPU_LABELS[kind] || kind;
+    const k = host && host.gpu_kinds ? host.gpu_kinds[kind] : null;
+    if (!k || k.shared) return [label, kind];
+    if (!k.offered) return [`${label} (none free)`, kind, true];
+    return [`${label} (${k.free} of ${k.total} free)`, kind];
 }
 
 // One field: label, control, and the slot for the API's message about it.
@@ -95,7 +106,7 @@ function machineCard(m, i) {
     const controls = {
         cpus: select(`${p}-cpus`, cpuOptions, m.cpus || ''),
         memory_mb: select(`${p}-memory_mb`, memOptions, m.memory_mb || ''),
-        gpu: select(`${p}-gpu`, gpus.map((g) => [GPU_LABELS[g] || g, g]),
+        gpu: select(`${p}-gpu`, gpus.map(gpuOption),
             gpus.includes('none') ? 'none' : gpus[0]),
         disk_gb: el('input', {
             id: `${p}-disk_gb`, type: 'number', min: 1, step: 1, inputmode: 'numeric',

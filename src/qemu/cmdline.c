@@ -10,7 +10,9 @@
 #define FW_CODE "fw-code"
 #define FW_VARS "fw-vars"
 
-_Static_assert((int)GPU_KIND_VF == (int)SPEC_GPU_VF &&
+_Static_assert((int)GPU_KIND_NONE == (int)SPEC_GPU_NONE &&
+                   (int)GPU_KINDS == (int)SPEC_GPU_KINDS &&
+                   (int)GPU_KIND_VF == (int)SPEC_GPU_VF &&
                    (int)GPU_KIND_PASSTHROUGH == (int)SPEC_GPU_PASSTHROUGH &&
                    (int)GPU_KIND_MDEV == (int)SPEC_GPU_MDEV &&
                    (int)GPU_KIND_VIRGL == (int)SPEC_GPU_VIRGL,

@@ -19,20 +19,17 @@
 #include <sys/utsname.h>
 #include <unistd.h>
 
-static const char *const gpu_names[SPEC_GPU_KINDS] = {"none", "virgl", "vf",
-                                                      "passthrough", "mdev"};
-
+/* The kinds share their names and numbers with host/gpu.c's (cmdline.c asserts the
+ * numbers agree). */
 int spec_gpu_parse(const char *name)
 {
-    for (int i = 0; i < SPEC_GPU_KINDS; i++)
-        if (strcmp(name, gpu_names[i]) == 0)
-            return i;
-    return -1;
+    enum gpu_kind k;
+    return gpu_kind_parse(name, &k, NULL, 0) == 0 ? (int)k : -1;
 }
 
 const char *spec_gpu_name(enum spec_gpu kind)
 {
-    return kind < SPEC_GPU_KINDS ? gpu_names[kind] : "?";
+    return gpu_kind_name((enum gpu_kind)kind);
 }
 
 /* Parses a whole decimal number in [min, max]. */
@@ -528,7 +525,6 @@ int spec_resolve(const struct spec_request *req, const struct catalog_machine *m
     out->virgl_sdl = req->gpu == SPEC_GPU_VIRGL && host->virgl_sdl;
     snprintf(out->x_display, sizeof(out->x_display), "%s", host->x_display);
     out->hugepages_kb = m->hugepages_kb;
-    snprintf(out->hugetlbfs, sizeof(out->hugetlbfs), "%s", host->hugetlbfs);
     out->pin_cpus = m->pin_cpus;
     /* Not in this version: say so rather than start a guest without them. */
     if (req->n_mounts || req->script[0] || req->persistent) {
@@ -591,6 +587,5 @@ int spec_host_probe(const struct config *cfg, struct spec_host *host)
     find_file(&host->aavmf_vars, cfg->aavmf_vars, NULL, R_OK);
     host->virgl_sdl = strcmp(cfg->virgl_display, "sdl") == 0;
     snprintf(host->x_display, sizeof(host->x_display), "%s", cfg->virgl_x_display);
-    snprintf(host->hugetlbfs, sizeof(host->hugetlbfs), "%s", cfg->hugetlbfs);
     return 0;
 }

@@ -125,9 +125,8 @@ struct spec_host {
     char kvm_why[256]; /* why KVM is not usable */
     struct spec_file qemu_x86_64, qemu_aarch64; /* [qemu] keys of the same names */
     struct spec_file ovmf_code, ovmf_vars, aavmf_code, aavmf_vars;
-    bool virgl_sdl;           /* virgl renders in an X display (SDL), not egl-headless */
-    char x_display[32];       /* that X display */
-    char hugetlbfs[PATH_MAX]; /* where hugetlbfs is mounted */
+    bool virgl_sdl;     /* virgl renders in an X display (SDL), not egl-headless */
+    char x_display[32]; /* that X display */
 };
 
 /* One block device layer as the builder emits it. */
@@ -183,8 +182,7 @@ struct vm_spec {
     struct vm_usb usb[SPEC_MAX_USB];
     size_t n_usb;
     unsigned long hugepages_kb; /* guest RAM from hugepages of this size; 0: none */
-    char hugetlbfs[PATH_MAX];
-    bool pin_cpus; /* vCPUs get host CPUs of their own */
+    bool pin_cpus;              /* vCPUs get host CPUs of their own */
     enum spec_net net;
     char bridge[16];
     char mac[18]; /* derived from the name: stable, unique per VM */

@@ -1138,14 +1138,3 @@ unsigned alloc_gpu_kinds(const struct config *cfg)
         survey(cfg, NULL, gpu_inventory[k].inv, false, NULL, &counts[k]);
     return kinds_mask(cfg, counts, false);
 }
-
-unsigned alloc_gpu_kinds_free(struct store *st, const struct config *cfg)
-{
-    struct claim_list claims = {0};
-    struct kind_count counts[GPU_INVENTORY];
-    store_alloc_list(st, collect, &claims);
-    for (size_t k = 0; k < GPU_INVENTORY; k++)
-        survey(cfg, &claims, gpu_inventory[k].inv, false, NULL, &counts[k]);
-    claims_free(&claims);
-    return kinds_mask(cfg, counts, true);
-}

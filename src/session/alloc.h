@@ -61,12 +61,9 @@ json_t *alloc_inventory_json(struct store *st, const struct config *cfg, bool ad
 
 /* The GPU kinds this host has, as a mask of (1 << enum spec_gpu): none always, virgl
  * with a render node (or an X display to render in), vf, passthrough and mdev when a
- * usable unit exists, whether or not sessions hold them all now. */
+ * usable unit exists, whether or not sessions hold them all now (what is free now is
+ * alloc_inventory_json()'s gpu_kinds). */
 unsigned alloc_gpu_kinds(const struct config *cfg);
-
-/* The GPU kinds a new session can get now: as alloc_gpu_kinds(), counting only units
- * no session or other process holds (a shared render node is always free). */
-unsigned alloc_gpu_kinds_free(struct store *st, const struct config *cfg);
 
 /* Claims and prepares one more USB device for a running session (hot-plug), filling
  * dev. Returns 0, or -1 with e. */

@@ -942,6 +942,25 @@ int sessions_usb_attach(struct sessions *ss, struct session *s, const char *devi
     return 0;
 }
 
+/* A host device being unplugged: its claim is given back once QEMU has let go. */
+static void usb_unplugged(struct session *s, json_t *ret, const char *error, void *arg)
+{
+    struct usb_plug *p = arg;
+    if (!error && p->unit[0]) {
+        struct session_error e;
+        struct vm_usb dev;
+        if (alloc_usb_detach(s->mgr->store, s->mgr->cfg, s->id, p->unit, &dev, &e) < 0)
+            log_warn("session %s: USB %s: %s", s->id, p->unit, e.message);
+    }
+    if (error)
+        log_warn("session %s: USB %s not unplugged: %s", s->id,
+                 p->unit[0] ? p->unit : "device", error);
+    else
+        log_info("session %s: USB %s unplugged", s->id, p->unit[0] ? p->unit : "device");
+    p->cb(s, ret, error, p->arg);
+    free(p);
+}
+
 int sessions_usb_detach(struct sessions *ss, struct session *s, const char *device,
                         sessions_qmp_cb cb, void *arg, struct session_error *e)
 {
@@ -953,10 +972,10 @@ int sessions_usb_detach(struct sessions *ss, struct session *s, const char *devi
     if (sscanf(device, "usb-%u-%31[0-9.]", &bus, path) == 2) {
         char port[48];
         snprintf(port, sizeof(port), "%u-%s", bus, path);
-        if (alloc_usb_detach(ss->store, ss->cfg, s->id, port, &dev, e) < 0)
+        if (alloc_usb_find(ss->store, s->id, port, &dev, e) < 0)
             return -1;
     } else if (strncmp(device, "usb-", 4) != 0) {
-        if (alloc_usb_detach(ss->store, ss->cfg, s->id, device, &dev, e) < 0)
+        if (alloc_usb_find(ss->store, s->id, device, &dev, e) < 0)
             return -1;
     } else if (strspn(device, "abcdefghijklmnopqrstuvwxyz0123456789-") !=
                    strlen(device) ||
@@ -965,16 +984,27 @@ int sessions_usb_detach(struct sessions *ss, struct session *s, const char *devi
                        "device: '%s' is not a device id", device);
         return -1;
     }
-    if (dev.bus)
+    struct usb_plug *p = calloc(1, sizeof(*p));
+    if (!p) {
+        session_refuse(e, SESSION_INTERNAL, "internal", "out of memory");
+        return -1;
+    }
+    p->cb = cb;
+    p->arg = arg;
+    if (dev.bus) {
         qemu_usb_id(&dev, id, sizeof(id));
-    else
+        snprintf(p->unit, sizeof(p->unit), "%u-%s", dev.bus, dev.devpath);
+    } else {
         snprintf(id, sizeof(id), "%s", device); /* an emulated device's id */
+    }
     json_t *args = json_pack("{s:s}", "id", id);
-    int rc = sessions_qmp(ss, s, "device_del", args, 10000, cb, arg);
+    int rc = sessions_qmp(ss, s, "device_del", args, 10000, usb_unplugged, p);
     json_decref(args);
-    if (rc < 0)
+    if (rc < 0) {
+        free(p);
         session_refuse(e, SESSION_BAD_REQUEST, "not_running",
                        "session %s has no QMP connection", s->id);
+    }
     return rc;
 }
 
