@@ -63,11 +63,21 @@ static void check_kvm(const struct host *h, struct check_report *r)
     if (!h->intel && !h->amd && uname(&u) == 0)
         snprintf(arch, sizeof(arch), "%s", u.machine);
     if (accel_kvm_usable(h->root, arch, why, sizeof(why))) {
+        const char *user = h->cfg->qemu_user;
+        if (user[0] && !accel_kvm_allows_user(h->root, user, why, sizeof(why))) {
+            /* the service may open /dev/kvm, the QEMU it starts may not */
+            struct check_item *it = item(r, "kvm", CHECK_FAIL);
+            snprintf(it->detail, sizeof(it->detail),
+                     "KVM can run guests, but not as [qemu] qemu_user %s: %s", user, why);
+            snprintf(it->fix, sizeof(it->fix), "adduser %s kvm", user);
+            return;
+        }
         struct check_item *it = item(r, "kvm", CHECK_OK);
-        snprintf(it->detail, sizeof(it->detail), "KVM can run guests%s",
+        snprintf(it->detail, sizeof(it->detail), "KVM can run guests%s%s%s",
                  h->intel ? " (Intel VT-x)"
                  : h->amd ? " (AMD-V)"
-                          : "");
+                          : "",
+                 user[0] ? ", also as " : "", user);
         return;
     }
     struct check_item *it = item(r, "kvm", CHECK_FAIL);

@@ -1,7 +1,10 @@
 /* `qdesk host check` verdicts on captured machines, and the fix for each problem. */
 #include "host/check.h"
 
+#include <limits.h>
 #include <setjmp.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -11,14 +14,20 @@
 
 static struct check_report report;
 
-static const struct check_item *run(const char *root)
+static const struct check_item *run_as(const char *root, const char *qemu_user)
 {
     struct config c;
     config_defaults(&c);
     snprintf(c.sysroot, sizeof(c.sysroot), "%s", root);
+    snprintf(c.qemu_user, sizeof(c.qemu_user), "%s", qemu_user);
     check_run(&c, &report);
     assert_int_equal(report.n, 10);
     return report.item;
+}
+
+static const struct check_item *run(const char *root)
+{
+    return run_as(root, "");
 }
 
 static const struct check_item *find(const char *feature)
@@ -210,6 +219,28 @@ static void interrupt_remapping_problems(void **state)
     fx_drop(root);
 }
 
+static void kvm_for_the_service_but_not_for_qemus_user(void **state)
+{
+    (void)state;
+    char *root = fx_copy("intel-sriov");
+    char kvm[PATH_MAX];
+    snprintf(kvm, sizeof(kvm), "%s/dev/kvm", root);
+    assert_int_equal(chown(kvm, 0, 0), 0);
+    assert_int_equal(chmod(kvm, 0660), 0); /* root:root: nobody is not let in */
+    run_as(root, "nobody");
+    assert_status("kvm", CHECK_FAIL);
+    assert_non_null(strstr(find("kvm")->detail,
+                           "KVM can run guests, but not as [qemu] qemu_user "
+                           "nobody"));
+    assert_string_equal(find("kvm")->fix, "adduser nobody kvm");
+    assert_int_equal(chmod(kvm, 0666), 0);
+    run_as(root, "nobody");
+    assert_status("kvm", CHECK_OK);
+    assert_string_equal(find("kvm")->detail,
+                        "KVM can run guests (Intel VT-x), also as nobody");
+    fx_drop(root);
+}
+
 static void no_kvm(void **state)
 {
     (void)state;
@@ -229,6 +260,7 @@ int main(void)
         cmocka_unit_test(gvtg_host),
         cmocka_unit_test(iommu_off_says_why),
         cmocka_unit_test(interrupt_remapping_problems),
+        cmocka_unit_test(kvm_for_the_service_but_not_for_qemus_user),
         cmocka_unit_test(no_kvm),
     };
     return cmocka_run_group_tests(tests, fx_setup, fx_teardown);
