@@ -877,6 +877,18 @@ struct usb_plug {
     void *arg;
 };
 
+static struct usb_plug *new_plug(sessions_qmp_cb cb, void *arg, struct session_error *e)
+{
+    struct usb_plug *p = calloc(1, sizeof(*p));
+    if (!p) {
+        session_refuse(e, SESSION_INTERNAL, "internal", "out of memory");
+        return NULL;
+    }
+    p->cb = cb;
+    p->arg = arg;
+    return p;
+}
+
 static void usb_plugged(struct session *s, json_t *ret, const char *error, void *arg)
 {
     struct usb_plug *p = arg;
@@ -912,13 +924,9 @@ int sessions_usb_attach(struct sessions *ss, struct session *s, const char *devi
     struct vm_usb dev = {0};
     if (alloc_usb_attach(ss->store, ss->cfg, s->id, device, &ss->user, &dev, e) < 0)
         return -1;
-    struct usb_plug *p = calloc(1, sizeof(*p));
-    if (!p) {
-        session_refuse(e, SESSION_INTERNAL, "internal", "out of memory");
+    struct usb_plug *p = new_plug(cb, arg, e);
+    if (!p)
         return -1;
-    }
-    p->cb = cb;
-    p->arg = arg;
     dev.index = randombytes_uniform(1u << 20); /* unique among the session's devices */
     qemu_usb_id(&dev, out_id, 48);
     json_t *args = json_pack("{s:s, s:s, s:s}", "driver",
@@ -984,13 +992,9 @@ int sessions_usb_detach(struct sessions *ss, struct session *s, const char *devi
                        "device: '%s' is not a device id", device);
         return -1;
     }
-    struct usb_plug *p = calloc(1, sizeof(*p));
-    if (!p) {
-        session_refuse(e, SESSION_INTERNAL, "internal", "out of memory");
+    struct usb_plug *p = new_plug(cb, arg, e);
+    if (!p)
         return -1;
-    }
-    p->cb = cb;
-    p->arg = arg;
     if (dev.bus) {
         qemu_usb_id(&dev, id, sizeof(id));
         snprintf(p->unit, sizeof(p->unit), "%u-%s", dev.bus, dev.devpath);

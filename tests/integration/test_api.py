@@ -155,11 +155,16 @@ def local_accounts(svc):
         assert out.returncode == 0, out.stderr
 
 
+def local_service(name, conf=""):
+    """A service with local accounts: alice and bob, and carol the administrator."""
+    svc = service("[auth]\nauth = local\n" + conf, name=name, start=False)
+    local_accounts(svc)
+    return svc.start()
+
+
 @pool.test
 def users_see_and_touch_only_their_own_sessions():
-    svc = service("[auth]\nauth = local\n", name="own", start=False)
-    local_accounts(svc)
-    svc.start()
+    svc = local_service("own")
     status, out = svc.api("GET", "/api/v1/sessions")
     assert status == 401, out
     alice = svc.login("alice", "alice-password")
@@ -183,9 +188,7 @@ def users_see_and_touch_only_their_own_sessions():
 
 @pool.test
 def a_new_password_or_admin_flag_ends_the_users_logins():
-    svc = service("[auth]\nauth = local\n", name="pw", start=False)
-    local_accounts(svc)
-    svc.start()
+    svc = local_service("pw")
     carol = svc.login("carol", "carol-password")
     assert svc.api("GET", "/api/v1/me", login=carol)[1]["admin"] is True
     out = svc.qdesk("user", "passwd", "carol", "--no-admin", "--password-stdin",
@@ -214,9 +217,7 @@ def an_administrator_stops_every_session_at_once():
 
 @pool.test
 def state_changes_need_the_csrf_token():
-    svc = service("[auth]\nauth = local\n", name="csrf", start=False)
-    local_accounts(svc)
-    svc.start()
+    svc = local_service("csrf")
     alice = svc.login("alice", "alice-password")
     status, out = svc.api("POST", "/api/v1/sessions", {"machine": "demo-kernel"}, login=alice,
                           csrf=False)
@@ -235,9 +236,7 @@ def state_changes_need_the_csrf_token():
 
 @pool.test
 def logins_are_rate_limited():
-    svc = service("[auth]\nauth = local\nlogin_attempts_per_minute = 5\n", name="rate", start=False)
-    local_accounts(svc)
-    svc.start()
+    svc = local_service("rate", "login_attempts_per_minute = 5\n")
     codes = []
     for _ in range(7):
         status, headers, _ = svc.request("POST", "/api/v1/login",
