@@ -76,7 +76,8 @@ int service_main(const struct config *cfg_in, int argc, char **argv)
         goto out;
     }
     if (!(web.store = store_open(db, err, sizeof(err))) ||
-        !(web.sessions = sessions_new(&cfg, web.loop, web.store, err, sizeof(err)))) {
+        !(web.sessions =
+              sessions_new(&cfg, web.loop, web.store, web.work, err, sizeof(err)))) {
         log_error("%s", err);
         goto out;
     }

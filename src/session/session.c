@@ -10,6 +10,7 @@
 #include "util/loop.h"
 #include "util/proc.h"
 #include "util/units.h"
+#include "util/work.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -43,6 +44,7 @@ struct sessions {
     const struct config *cfg;
     struct loop *loop;
     struct store *store;
+    struct workq *work; /* prepares new sessions' disks off the loop */
     struct catalog *catalog;
     struct timespec catalog_mtime;
     struct spec_host host;
@@ -453,7 +455,8 @@ static void purge(struct loop *l, void *arg)
 }
 
 struct sessions *sessions_new(const struct config *cfg, struct loop *loop,
-                              struct store *store, char *err, size_t errsz)
+                              struct store *store, struct workq *work, char *err,
+                              size_t errsz)
 {
     struct sessions *ss = calloc(1, sizeof(*ss));
     if (!ss) {
@@ -463,6 +466,7 @@ struct sessions *sessions_new(const struct config *cfg, struct loop *loop,
     ss->cfg = cfg;
     ss->loop = loop;
     ss->store = store;
+    ss->work = work;
     if (sodium_init() < 0) {
         snprintf(err, errsz, "libsodium cannot initialise");
         goto fail;
@@ -578,98 +582,72 @@ static void usage_of(struct sessions *ss, const char *owner, struct admission_us
     }
 }
 
-struct session *sessions_create(struct sessions *ss, const char *owner,
-                                const struct spec_request *req, struct session_error *e)
-{
-    char err[1024];
-    refresh_catalog(ss);
-    const struct catalog_machine *m =
-        catalog_lookup(ss->catalog, req->machine, err, sizeof(err));
-    if (!m) {
-        session_refuse(e, SESSION_BAD_REQUEST, "invalid_field", "%s", err);
-        return NULL;
-    }
-    struct session *s = calloc(1, sizeof(*s));
-    if (!s) {
-        session_refuse(e, SESSION_INTERNAL, "internal", "out of memory");
-        return NULL;
-    }
-    s->pidfd = -1;
-    random_id(s->id, sizeof(s->id));
-    snprintf(s->rundir, sizeof(s->rundir), "%s/%s", ss->runbase, s->id);
-
+/* A session being created: what the worker prepares and the loop then starts. */
+struct create_job {
+    struct sessions *ss;
+    struct session *s;
     struct vm_spec spec;
-    if (spec_resolve(req, m, &ss->host, &ss->limits, s->id, s->rundir, &spec, err,
-                     sizeof(err)) < 0) {
-        session_refuse(e, SESSION_BAD_REQUEST, "invalid_field", "%s", err);
-        free(s);
-        return NULL;
-    }
-    struct admission_usage usage;
-    usage_of(ss, owner, &usage);
-    enum admission_reason why = admission_check(ss->cfg, &ss->host, &usage, spec.cpus,
-                                                spec.memory_mb, err, sizeof(err));
-    if (why != ADMIT_OK) {
-        ss->stats.refusals[why]++;
-        log_info("session refused for %s: %s: %s", owner, admission_reason_name(why),
-                 err);
-        session_refuse(e, SESSION_FULL, admission_reason_name(why), "%s", err);
-        free(s);
-        return NULL;
-    }
+    struct argv argv;
+    char qemu_img[PATH_MAX];
+    struct vm_user user;
+    int rc;
+    char err[1024];
+    sessions_created_cb done;
+    void *arg;
+};
 
-    if (alloc_acquire(ss->store, ss->cfg, s->id, req, &spec, &ss->user, e) < 0) {
-        log_info("session refused for %s: %s", owner, e->message);
-        free(s);
-        return NULL;
-    }
-    struct argv a;
-    argv_init(&a);
-    if (qemu_build_cmdline(&a, &spec) < 0) {
-        session_refuse(e, SESSION_BAD_REQUEST, "invalid_field", "%s", a.err);
-        argv_free(&a);
-        alloc_release(ss->store, ss->cfg, s->id);
-        free(s);
-        return NULL;
-    }
-    snprintf(s->warning, sizeof(s->warning), "%s", spec.gpu_grant.warning);
-    s->pin_cpus = spec.pin_cpus;
+static void create_job_free(struct create_job *j)
+{
+    argv_free(&j->argv);
+    free(j->s);
+    free(j);
+}
 
-    snprintf(s->machine, sizeof(s->machine), "%s", m->name);
-    snprintf(s->owner, sizeof(s->owner), "%s", owner);
-    snprintf(s->gpu, sizeof(s->gpu), "%s%s%s", spec_gpu_name(req->gpu),
-             req->gpu_type[0] ? ":" : "", req->gpu_type);
-    s->cpus = spec.cpus;
-    s->memory_mb = spec.memory_mb;
-    s->created_at = now_s();
-    s->expires_at =
-        s->created_at +
-        (int64_t)(req->lifetime_s ? req->lifetime_s : ss->limits.default_lifetime_s);
-    s->oneshot = req->oneshot;
-    s->persistent = req->persistent;
-    random_token(s->control_token, sizeof(s->control_token));
-    random_token(s->view_token, sizeof(s->view_token));
-    s->state = SESSION_CREATING;
-    add(ss, s);
-    store_session_save(ss->store, s);
-    ss->stats.creates++;
+/* On a worker: the overlay, the data disk, the firmware variables (qemu-img and
+ * file copies, which may take a while on a busy host). Touches only the job. */
+static void prepare_run(void *arg)
+{
+    struct create_job *j = arg;
+    j->rc = vm_prepare(&j->spec, j->qemu_img, &j->user, j->err, sizeof(j->err));
+}
 
-    /* From here a failure removes everything made so far: the run directory, the
-     * row, the session. */
-    if (vm_prepare(&spec, ss->qemu_img, &ss->user, err, sizeof(err)) < 0 ||
-        vm_spawn(&s->vm, &spec, &a, &ss->user, err, sizeof(err)) < 0) {
-        argv_free(&a);
-        log_error("session %s: cannot start: %s", s->id, err);
-        session_refuse(e, SESSION_INTERNAL, "start_failed", "%s", err);
+static void unlink_session(struct sessions *ss, struct session *s)
+{
+    for (struct session **p = &ss->list; *p; p = &(*p)->next)
+        if (*p == s) {
+            *p = s->next;
+            return;
+        }
+}
+
+/* Back on the loop: spawn QEMU, or undo everything the session was given. */
+static void prepare_done(void *arg)
+{
+    struct create_job *j = arg;
+    struct sessions *ss = j->ss;
+    struct session *s = j->s;
+    struct session_error e = {0};
+    if (s->state == SESSION_STOPPING) { /* stopped while it was being prepared */
+        j->s = NULL;
+        finish(ss, s, SESSION_STOPPED, NULL);
+        j->done(s, NULL, j->arg);
+        create_job_free(j);
+        return;
+    }
+    if (j->rc < 0 ||
+        vm_spawn(&s->vm, &j->spec, &j->argv, &ss->user, j->err, sizeof(j->err)) < 0) {
+        log_error("session %s: cannot start: %s", s->id, j->err);
+        session_refuse(&e, SESSION_INTERNAL, "start_failed", "%s", j->err);
         vm_cleanup(&s->vm);
         fs_remove_tree(s->rundir);
         alloc_release(ss->store, ss->cfg, s->id);
         store_session_delete(ss->store, s->id);
-        ss->list = s->next;
-        free(s);
-        return NULL;
+        unlink_session(ss, s);
+        j->done(NULL, &e, j->arg);
+        create_job_free(j);
+        return;
     }
-    argv_free(&a);
+    j->s = NULL;
     s->pid = s->vm.pid;
     s->start_time = s->vm.start_time;
     watch_process(ss, s);
@@ -680,10 +658,102 @@ struct session *sessions_create(struct sessions *ss, const char *owner,
     units_format_duration((uint64_t)(s->expires_at - s->created_at), life, sizeof(life));
     log_info("session %s: created by %s: machine %s, %u cpu, %llu MiB, lifetime %s%s, "
              "pid %d",
-             s->id, owner, s->machine, s->cpus, (unsigned long long)s->memory_mb, life,
+             s->id, s->owner, s->machine, s->cpus, (unsigned long long)s->memory_mb, life,
              s->oneshot ? ", one-shot" : "", s->pid);
     set_state(ss, s, SESSION_STARTING);
-    return s;
+    j->done(s, NULL, j->arg);
+    create_job_free(j);
+}
+
+int sessions_create(struct sessions *ss, const char *owner,
+                    const struct spec_request *req, sessions_created_cb done, void *arg,
+                    struct session_error *e)
+{
+    char err[1024];
+    refresh_catalog(ss);
+    const struct catalog_machine *m =
+        catalog_lookup(ss->catalog, req->machine, err, sizeof(err));
+    if (!m) {
+        session_refuse(e, SESSION_BAD_REQUEST, "invalid_field", "%s", err);
+        return -1;
+    }
+    struct create_job *j = calloc(1, sizeof(*j));
+    struct session *s = j ? calloc(1, sizeof(*s)) : NULL;
+    if (!s) {
+        free(j);
+        session_refuse(e, SESSION_INTERNAL, "internal", "out of memory");
+        return -1;
+    }
+    *j =
+        (struct create_job){.ss = ss, .s = s, .done = done, .arg = arg, .user = ss->user};
+    argv_init(&j->argv);
+    snprintf(j->qemu_img, sizeof(j->qemu_img), "%s", ss->qemu_img);
+    s->pidfd = -1;
+    random_id(s->id, sizeof(s->id));
+    snprintf(s->rundir, sizeof(s->rundir), "%s/%s", ss->runbase, s->id);
+
+    struct vm_spec *spec = &j->spec;
+    if (spec_resolve(req, m, &ss->host, &ss->limits, s->id, s->rundir, spec, err,
+                     sizeof(err)) < 0) {
+        session_refuse(e, SESSION_BAD_REQUEST, "invalid_field", "%s", err);
+        create_job_free(j);
+        return -1;
+    }
+    struct admission_usage usage;
+    usage_of(ss, owner, &usage);
+    enum admission_reason why = admission_check(ss->cfg, &ss->host, &usage, spec->cpus,
+                                                spec->memory_mb, err, sizeof(err));
+    if (why != ADMIT_OK) {
+        ss->stats.refusals[why]++;
+        log_info("session refused for %s: %s: %s", owner, admission_reason_name(why),
+                 err);
+        session_refuse(e, SESSION_FULL, admission_reason_name(why), "%s", err);
+        create_job_free(j);
+        return -1;
+    }
+
+    if (alloc_acquire(ss->store, ss->cfg, s->id, req, spec, &ss->user, e) < 0) {
+        log_info("session refused for %s: %s", owner, e->message);
+        create_job_free(j);
+        return -1;
+    }
+    if (qemu_build_cmdline(&j->argv, spec) < 0) {
+        session_refuse(e, SESSION_BAD_REQUEST, "invalid_field", "%s", j->argv.err);
+        alloc_release(ss->store, ss->cfg, s->id);
+        create_job_free(j);
+        return -1;
+    }
+    snprintf(s->warning, sizeof(s->warning), "%s", spec->gpu_grant.warning);
+    s->pin_cpus = spec->pin_cpus;
+
+    snprintf(s->machine, sizeof(s->machine), "%s", m->name);
+    snprintf(s->owner, sizeof(s->owner), "%s", owner);
+    snprintf(s->gpu, sizeof(s->gpu), "%s%s%s", spec_gpu_name(req->gpu),
+             req->gpu_type[0] ? ":" : "", req->gpu_type);
+    s->cpus = spec->cpus;
+    s->memory_mb = spec->memory_mb;
+    s->created_at = now_s();
+    s->expires_at =
+        s->created_at +
+        (int64_t)(req->lifetime_s ? req->lifetime_s : ss->limits.default_lifetime_s);
+    s->oneshot = req->oneshot;
+    s->persistent = req->persistent;
+    random_token(s->control_token, sizeof(s->control_token));
+    random_token(s->view_token, sizeof(s->view_token));
+    s->state = SESSION_CREATING;
+    if (workq_submit(ss->work, prepare_run, prepare_done, j) < 0) {
+        session_refuse(e, SESSION_INTERNAL, "internal",
+                       "cannot queue the session's set-up");
+        alloc_release(ss->store, ss->cfg, s->id);
+        create_job_free(j);
+        return -1;
+    }
+    /* From here the session is listed as creating; prepare_done() either starts it
+     * or removes everything made for it: the run directory, the row, the claims. */
+    add(ss, s);
+    store_session_save(ss->store, s);
+    ss->stats.creates++;
+    return 0;
 }
 
 /* A stored live session after a restart: reattach or clean up. */
@@ -774,6 +844,10 @@ int sessions_stop(struct sessions *ss, struct session *s, const char *why)
     if (!session_state_live(s->state) || s->state == SESSION_STOPPING)
         return s->state == SESSION_STOPPING ? 0 : -1;
     log_info("session %s: stopping: %s", s->id, why);
+    if (s->state == SESSION_CREATING) { /* its set-up ends the stop (prepare_done) */
+        set_state(ss, s, SESSION_STOPPING);
+        return 0;
+    }
     loop_timer_cancel(ss->loop, s->expiry);
     loop_timer_cancel(ss->loop, s->poll);
     s->expiry = s->poll = NULL;

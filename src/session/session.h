@@ -6,7 +6,8 @@
  *                    is at a limit (admission.c)
  *       resolve    — spec_resolve(): every field checked (qemu/spec.c)
  *       allocate   — exclusive devices, recorded in the store
- *       prepare    — run directory, overlay, firmware vars (qemu/vm.c)
+ *       prepare    — run directory, overlay, firmware vars (qemu/vm.c), on a
+ *                    worker thread: the loop keeps serving viewers meanwhile
  *       spawn      — QEMU in its own session, pid + start time recorded
  *
  *   creating ─► starting ─► running ─► stopping ─► stopped
@@ -118,6 +119,7 @@ void session_refuse(struct session_error *e, enum session_refusal kind, const ch
 struct sessions;
 struct store;
 struct loop;
+struct workq;
 
 /* Counters for /metrics. */
 struct sessions_stats {
@@ -128,10 +130,11 @@ struct sessions_stats {
     unsigned viewers;
 };
 
-/* Creates the session manager; it loads the catalogue and probes the host.
- * Returns NULL with err. */
+/* Creates the session manager; it loads the catalogue and probes the host, and
+ * prepares new sessions' disks on work's threads. Returns NULL with err. */
 struct sessions *sessions_new(const struct config *cfg, struct loop *loop,
-                              struct store *store, char *err, size_t errsz);
+                              struct store *store, struct workq *work, char *err,
+                              size_t errsz);
 /* Frees the manager without touching the VMs: they keep running for the next
  * start of the service. */
 void sessions_free(struct sessions *ss);
@@ -140,10 +143,19 @@ void sessions_free(struct sessions *ss);
  * those that died while the service was away. Returns the number reattached. */
 int sessions_reconcile(struct sessions *ss);
 
-/* Creates and starts a session for owner. Returns it (owned by the manager), or
- * NULL with the refusal in e; a refusal leaves nothing behind. */
-struct session *sessions_create(struct sessions *ss, const char *owner,
-                                const struct spec_request *req, struct session_error *e);
+/* Called once a create has an outcome: s (owned by the manager) is starting, or
+ * stopped when it was stopped while being created; or s is NULL and e says why it
+ * could not start (then nothing of it is left). */
+typedef void (*sessions_created_cb)(struct session *s, const struct session_error *e,
+                                    void *arg);
+/* Creates and starts a session for owner. Everything that can be refused (fields,
+ * admission, devices) is checked now: returns -1 with the refusal in e, leaving
+ * nothing behind. Otherwise returns 0 with the session listed as creating; its
+ * disks and firmware are prepared on a worker thread (the loop goes on), then QEMU
+ * is spawned, and done(s, e, arg) runs on the loop, never from inside this call. */
+int sessions_create(struct sessions *ss, const char *owner,
+                    const struct spec_request *req, sessions_created_cb done, void *arg,
+                    struct session_error *e);
 
 struct session *sessions_find(struct sessions *ss, const char *id);
 /* Finds the session a viewer token opens (only a live one unless ended is true),

@@ -267,6 +267,24 @@ static int set_field(struct spec_request *req, const char *key, json_t *v, char 
     return -1;
 }
 
+/* The outcome of a create: 201 with the session, or the reason it did not start. */
+static void created(struct session *s, const struct session_error *e, void *arg)
+{
+    struct http_request *r = arg;
+    if (!s) {
+        http_resume(r, refusal_status(e->kind),
+                    http_json_response(json_pack("{s:{s:s, s:s}}", "error", "code",
+                                                 e->code, "message", e->message)));
+        return;
+    }
+    struct MHD_Response *resp = http_json_response(api_session_json(r, s));
+    char location[64];
+    snprintf(location, sizeof(location), "/api/v1/sessions/%s", s->id);
+    if (resp)
+        http_add_header(resp, "Location", location);
+    http_resume(r, MHD_HTTP_CREATED, resp);
+}
+
 enum MHD_Result api_session_create(struct http_request *r)
 {
     json_error_t jerr;
@@ -293,15 +311,9 @@ enum MHD_Result api_session_create(struct http_request *r)
         return http_reply_error(r, MHD_HTTP_BAD_REQUEST, "invalid_field",
                                 "machine: required (see GET /api/v1/machines)");
     struct session_error e = {0};
-    struct session *s = sessions_create(r->web->sessions, r->who.user, &req, &e);
-    if (!s)
+    if (sessions_create(r->web->sessions, r->who.user, &req, created, r, &e) < 0)
         return http_reply_error(r, refusal_status(e.kind), e.code, "%s", e.message);
-    struct MHD_Response *resp = http_json_response(api_session_json(r, s));
-    char location[64];
-    snprintf(location, sizeof(location), "/api/v1/sessions/%s", s->id);
-    if (resp)
-        http_add_header(resp, "Location", location);
-    return http_reply(r, MHD_HTTP_CREATED, resp);
+    return http_suspend(r); /* until its disks are ready and QEMU is spawned */
 }
 
 enum MHD_Result api_sessions_stop_all(struct http_request *r)

@@ -9,9 +9,10 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 
-from qdesk import Pool, leftovers, run_tests
+from qdesk import Pool, eventually, leftovers, run_tests
 
 pool = Pool()
 service = pool.service
@@ -336,6 +337,51 @@ def a_qemu_that_never_answers_fails_the_session():
     status, metrics = svc.get("/metrics")
     assert b"qdesk_session_failures_total 1" in metrics, metrics
     assert subprocess.run(["pgrep", "-f", hung], capture_output=True).returncode == 1
+
+
+def wrapped_qemu_img(svc, script):
+    """Points the service at a qemu-img that runs script first (then the real one)."""
+    path = os.path.join(svc.dir, "qemu-img")
+    with open(path, "w") as f:
+        f.write(f"#!/bin/sh\n{script}\nexec /usr/bin/qemu-img \"$@\"\n")
+    os.chmod(path, 0o755)
+    with open(svc.conf, "a") as f:
+        f.write(f"[qemu]\nqemu_img = {path}\n")
+
+
+@pool.test
+def the_service_answers_while_a_disk_is_prepared_and_a_stop_then_wins():
+    svc = service(name="slowimg", start=False)
+    wrapped_qemu_img(svc, "sleep 2")  # a busy host's disk
+    svc.start()
+    result = {}
+    creating = threading.Thread(target=lambda: result.update(
+        out=svc.api("POST", "/api/v1/sessions", {"machine": "demo-disk"})))
+    creating.start()
+    # the loop is not blocked: the session is listed as creating meanwhile
+    s = eventually(lambda: next((x for x in svc.api("GET", "/api/v1/sessions")[1]
+                                 if x["state"] == "creating"), None), 10,
+                   "the session to be listed as creating")
+    status, out = svc.api("DELETE", f"/api/v1/sessions/{s['id']}")
+    assert status == 202 and out["state"] == "stopping", out
+    creating.join(30)
+    status, out = result["out"]
+    assert status == 201 and out["state"] == "stopped", (status, out)
+    assert leftovers(svc.state) == []
+    assert not os.path.exists(os.path.join(svc.state, "run", s["id"]))
+
+
+@pool.test
+def a_disk_that_cannot_be_prepared_leaves_nothing():
+    svc = service(name="badimg", start=False)
+    wrapped_qemu_img(svc, 'case "$1" in create) echo "No space left on device" >&2; '
+                          'exit 1;; esac')
+    svc.start()
+    status, out = svc.api("POST", "/api/v1/sessions", {"machine": "demo-disk"})
+    assert status == 500 and out["error"]["code"] == "start_failed", (status, out)
+    assert "No space left on device" in out["error"]["message"], out
+    assert svc.api("GET", "/api/v1/sessions")[1] == []
+    assert leftovers(svc.state) == []
 
 
 @pool.test
