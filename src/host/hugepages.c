@@ -69,10 +69,12 @@ static int set_nr(const char *sysroot, unsigned long size_kb, unsigned long nr, 
 }
 
 int hugepages_reserve(const char *sysroot, unsigned long size_kb, unsigned long count,
-                      char *err, size_t errsz)
+                      unsigned long promised, unsigned long *grown, char *err,
+                      size_t errsz)
 {
     char size[16];
     hugepages_size_name(size_kb, size, sizeof(size));
+    *grown = 0;
     long long before = sysfs_read_num(sysroot, -1, 10, pool_dir, size_kb, "nr_hugepages");
     if (before < 0) {
         struct hugepages_pool pools[8];
@@ -90,22 +92,38 @@ int hugepages_reserve(const char *sysroot, unsigned long size_kb, unsigned long 
     }
     if (count == 0)
         return 0;
-    if (set_nr(sysroot, size_kb, (unsigned long)before + count, err, errsz) < 0)
+    /* Pages already in the pool that no other reservation has promised (and that
+     * nothing else has taken) are used first: 1G pages are had by reserving them
+     * at boot. The pool grows by what is missing. */
+    long long nfree = sysfs_read_num(sysroot, 0, 10, pool_dir, size_kb, "free_hugepages");
+    long long resv = sysfs_read_num(sysroot, 0, 10, pool_dir, size_kb, "resv_hugepages");
+    long long spare = before - (long long)promised;
+    if (nfree - resv < spare)
+        spare = nfree - resv;
+    unsigned long take = spare <= 0                     ? 0
+                         : (unsigned long)spare < count ? (unsigned long)spare
+                                                        : count;
+    unsigned long grow = count - take;
+    if (grow == 0)
+        return 0;
+    if (set_nr(sysroot, size_kb, (unsigned long)before + grow, err, errsz) < 0)
         return -1;
     long long after = sysfs_read_num(sysroot, -1, 10, pool_dir, size_kb, "nr_hugepages");
-    long long nfree =
-        sysfs_read_num(sysroot, -1, 10, pool_dir, size_kb, "free_hugepages");
-    if (after < before + (long long)count || nfree < (long long)count) {
+    nfree = sysfs_read_num(sysroot, -1, 10, pool_dir, size_kb, "free_hugepages");
+    if (after < before + (long long)grow || nfree - resv < (long long)count) {
         char ignored[256];
         set_nr(sysroot, size_kb, (unsigned long)before, ignored, sizeof(ignored));
+        long long got = after - before < (long long)grow ? after - before
+                                                         : nfree - resv - (long long)take;
         snprintf(err, errsz,
-                 "hugepages: the kernel found only %lld of %lu free %s pages "
-                 "(memory is fragmented; reserve them at boot with the kernel "
-                 "parameters hugepagesz=%s hugepages=N)",
-                 after - before < (long long)count ? after - before : nfree, count, size,
-                 size);
+                 "hugepages: %lu %s pages are needed, %lu were free in the pool and the "
+                 "kernel found only %lld of the %lu more it was asked for (memory is "
+                 "fragmented; reserve them at boot with the kernel parameters "
+                 "hugepagesz=%s hugepages=N)",
+                 count, size, take, got < 0 ? 0 : got, grow, size);
         return -1;
     }
+    *grown = grow;
     return 0;
 }
 

@@ -232,8 +232,9 @@ static void undo(const struct config *cfg, const struct claim *c)
     } else if (!strcmp(c->kind, K_HUGEPAGES)) {
         unsigned long size =
             (unsigned long)json_integer_value(json_object_get(data, "size_kb"));
-        unsigned long count =
-            (unsigned long)json_integer_value(json_object_get(data, "count"));
+        json_t *grown = json_object_get(data, "grown"); /* what it added to the pool */
+        unsigned long count = (unsigned long)json_integer_value(
+            grown ? grown : json_object_get(data, "count"));
         if (hugepages_release(cfg->sysroot, size, count, err, sizeof(err)) < 0)
             log_error("session %s: %s", c->session, err);
     }
@@ -381,6 +382,24 @@ static size_t mdev_holders(const struct claim_list *l, const char *unit, char *o
 }
 
 /* ---- claiming a GPU ------------------------------------------------------------- */
+
+/* The hugepages of size_kb that sessions' reservations hold. */
+static unsigned long hugepages_promised(struct store *st, unsigned long size_kb)
+{
+    struct claim_list l = {0};
+    unsigned long n = 0;
+    store_alloc_list(st, collect, &l);
+    for (size_t i = 0; i < l.n; i++) {
+        if (strcmp(l.v[i].kind, K_HUGEPAGES) != 0)
+            continue;
+        json_t *d = json_loads(l.v[i].data, 0, NULL);
+        if ((unsigned long)json_integer_value(json_object_get(d, "size_kb")) == size_kb)
+            n += (unsigned long)json_integer_value(json_object_get(d, "count"));
+        json_decref(d);
+    }
+    claims_free(&l);
+    return n;
+}
 
 static int claim_json(struct store *st, const char *kind, const char *unit,
                       const char *id, json_t *data)
@@ -764,19 +783,21 @@ int alloc_acquire(struct store *st, const struct config *cfg, const char *id,
         spec->n_usb++;
     }
     if (spec->hugepages_kb) {
-        unsigned long count = hugepages_count(spec->memory_mb, spec->hugepages_kb);
+        unsigned long count = hugepages_count(spec->memory_mb, spec->hugepages_kb), grown;
         char err[512], unit[64];
-        if (hugepages_reserve(cfg->sysroot, spec->hugepages_kb, count, err, sizeof(err)) <
-            0) {
+        if (hugepages_reserve(cfg->sysroot, spec->hugepages_kb, count,
+                              hugepages_promised(st, spec->hugepages_kb), &grown, err,
+                              sizeof(err)) < 0) {
             session_refuse(e, SESSION_FULL, "hugepages", "%s", err);
             goto fail;
         }
         snprintf(unit, sizeof(unit), "hugepages:%s", id);
         if (claim_json(st, K_HUGEPAGES, unit, id,
-                       json_pack("{s:I, s:I}", "size_kb", (json_int_t)spec->hugepages_kb,
-                                 "count", (json_int_t)count)) != 1) {
+                       json_pack("{s:I, s:I, s:I}", "size_kb",
+                                 (json_int_t)spec->hugepages_kb, "count",
+                                 (json_int_t)count, "grown", (json_int_t)grown)) != 1) {
             /* unrecorded, no release would give them back: give them back now */
-            if (hugepages_release(cfg->sysroot, spec->hugepages_kb, count, err,
+            if (hugepages_release(cfg->sysroot, spec->hugepages_kb, grown, err,
                                   sizeof(err)) < 0)
                 log_error("session %s: %s", id, err);
             session_refuse(e, SESSION_INTERNAL, "store",

@@ -248,7 +248,8 @@ static void fifty_requests_seven_vfs(void **state)
     inv = alloc_inventory_json(b->st, &b->cfg, false); /* users see no session ids */
     assert_null(json_object_get(unit_in(inv, "vfs", "vf:0000:00:02.1"), "session"));
     json_decref(inv);
-    assert_true(alloc_gpu_kinds(&b->cfg) & (1u << SPEC_GPU_VF)); /* machines still allow it */
+    assert_true(alloc_gpu_kinds(&b->cfg) &
+                (1u << SPEC_GPU_VF)); /* machines still allow it */
 
     /* the sessions end: every VF comes back, unbound from vfio-pci */
     for (int i = 0; i < REQUESTS; i++)
@@ -590,9 +591,16 @@ static void hugepages_are_reserved_only_when_recorded(void **state)
     struct spec_request none = {0};
     struct vm_spec spec = {.hugepages_kb = 2048, .memory_mb = 512};
     struct session_error e;
+    /* this host reserved 1024 2M pages at boot: 256 of them are taken as they are */
     assert_int_equal(acquire(b->st, &b->cfg, SESSION_A, &none, &spec, &e), 0);
-    assert_string_equal(fx_get(b->tree, nr), "1280");
-    alloc_release(b->st, &b->cfg, SESSION_A);
+    assert_string_equal(fx_get(b->tree, nr), "1024");
+    /* 2048 more than the 768 still spare: the pool grows by the 1280 missing */
+    struct vm_spec big = {.hugepages_kb = 2048, .memory_mb = 4096};
+    assert_int_equal(acquire(b->st, &b->cfg, SESSION_B, &none, &big, &e), 0);
+    assert_string_equal(fx_get(b->tree, nr), "2304");
+    alloc_release(b->st, &b->cfg, SESSION_B); /* what it added goes */
+    assert_string_equal(fx_get(b->tree, nr), "1024");
+    alloc_release(b->st, &b->cfg, SESSION_A); /* the boot pool stays */
     assert_string_equal(fx_get(b->tree, nr), "1024");
 
     /* the store already has a reservation under that name: this one is not kept */
