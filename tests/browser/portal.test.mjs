@@ -485,6 +485,8 @@ check('the monitor stops one session, then all of them', async () => {
         60000, 'the first session to stop');
     assert((await apiGet(monitor, `/api/v1/sessions/${started[1].id}`)).state === 'running',
         'stopping one session stopped another');
+    await eventually(async () => await rowOf(started[0]).count() === 0, 15000,
+        'the monitor to drop the stopped session from its list');
     await monitor.getByRole('button', { name: 'Stop all…' }).click();
     const dialog = monitor.getByRole('dialog');
     assert(/Stop all 1 session\?/.test(await dialog.textContent()), 'the dialog does not count one live session');
