@@ -352,7 +352,7 @@ def wrapped_qemu_img(svc, script):
 @pool.test
 def the_service_answers_while_a_disk_is_prepared_and_a_stop_then_wins():
     svc = service(name="slowimg", start=False)
-    wrapped_qemu_img(svc, "sleep 2")  # a busy host's disk
+    wrapped_qemu_img(svc, 'case "$1" in create) sleep 2;; esac')  # a busy host's disk
     svc.start()
     result = {}
     creating = threading.Thread(target=lambda: result.update(
