@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -21,24 +22,50 @@ int vfio_available(const char *sysroot, char *err, size_t errsz)
     return -1;
 }
 
-/* Whether the link sysroot + /proc/PID/fd/FD reads one of the nodes. */
-static bool fd_is(const char *sysroot, const char *pid, const char *fd, char (*nodes)[64],
-                  size_t n)
+void vfio_holders_free(struct vfio_holders *h)
 {
-    char path[PATH_MAX], target[128];
-    if (sysfs_path(path, sizeof(path), sysroot, "/proc/%s/fd/%s", pid, fd) < 0)
-        return false;
-    ssize_t len = readlink(path, target, sizeof(target) - 1);
-    if (len < 0)
-        return false;
-    target[len] = 0;
-    for (size_t i = 0; i < n; i++)
-        if (!strcmp(target, nodes[i]))
-            return true;
-    return false;
+    if (!h)
+        return;
+    free(h->v);
+    *h = (struct vfio_holders){0};
 }
 
-bool vfio_device_user(const char *sysroot, const char *addr, char *who, size_t whosz)
+/* Reads which process holds which vfio node open (each node once). */
+static void read_holders(const char *sysroot, struct vfio_holders *h)
+{
+    h->read = true;
+    char **pids = sysfs_list(sysroot, true, "/proc");
+    for (char **p = pids; p && *p; p++) {
+        if (strspn(*p, "0123456789") != strlen(*p))
+            continue;
+        char **fds = sysfs_list(sysroot, true, "/proc/%s/fd", *p);
+        for (char **f = fds; f && *f; f++) {
+            char path[PATH_MAX], target[64];
+            if (sysfs_path(path, sizeof(path), sysroot, "/proc/%s/fd/%s", *p, *f) < 0)
+                continue;
+            ssize_t len = readlink(path, target, sizeof(target) - 1);
+            if (len < 0)
+                continue;
+            target[len] = 0;
+            if (strncmp(target, "/dev/vfio/", 10) != 0)
+                continue;
+            struct vfio_holder *grown = realloc(h->v, (h->n + 1) * sizeof(*grown));
+            if (!grown)
+                break;
+            h->v = grown;
+            struct vfio_holder *e = &h->v[h->n++];
+            char comm[32];
+            sysfs_read(sysroot, comm, sizeof(comm), "/proc/%s/comm", *p);
+            snprintf(e->node, sizeof(e->node), "%s", target);
+            snprintf(e->who, sizeof(e->who), "process %s (%s)", *p, comm[0] ? comm : "?");
+        }
+        sysfs_names_free(fds);
+    }
+    sysfs_names_free(pids);
+}
+
+bool vfio_device_user(const char *sysroot, const char *addr, struct vfio_holders *h,
+                      char *who, size_t whosz)
 {
     char nodes[2][64], name[32];
     size_t n = 0;
@@ -54,20 +81,12 @@ bool vfio_device_user(const char *sysroot, const char *addr, char *who, size_t w
     if (cdev && cdev[0])
         snprintf(nodes[n++], sizeof(nodes[0]), "/dev/vfio/devices/%s", cdev[0]);
     sysfs_names_free(cdev);
-    char **pids = n ? sysfs_list(sysroot, true, "/proc") : NULL;
-    for (char **p = pids; p && *p && !who[0]; p++) {
-        if (strspn(*p, "0123456789") != strlen(*p))
-            continue;
-        char **fds = sysfs_list(sysroot, true, "/proc/%s/fd", *p);
-        for (char **f = fds; f && *f && !who[0]; f++)
-            if (fd_is(sysroot, *p, *f, nodes, n)) {
-                char comm[32];
-                sysfs_read(sysroot, comm, sizeof(comm), "/proc/%s/comm", *p);
-                snprintf(who, whosz, "process %s (%s)", *p, comm[0] ? comm : "?");
-            }
-        sysfs_names_free(fds);
-    }
-    sysfs_names_free(pids);
+    if (n && !h->read)
+        read_holders(sysroot, h);
+    for (size_t i = 0; i < h->n && !who[0]; i++)
+        for (size_t k = 0; k < n; k++)
+            if (!strcmp(h->v[i].node, nodes[k]))
+                snprintf(who, whosz, "%s", h->v[i].who);
     return who[0] != 0;
 }
 

@@ -25,12 +25,26 @@ int vfio_bind(const char *sysroot, const char *addr, char *orig, size_t origsz, 
 int vfio_unbind(const char *sysroot, const char *addr, const char *orig, char *err,
                 size_t errsz);
 
+/* The processes holding /dev/vfio nodes open, as sysroot's /proc/PID/fd shows. Read
+ * once, when vfio_device_user() first needs it (a walk over every process's
+ * descriptors), and then asked for any number of devices. Start it zeroed. */
+struct vfio_holders {
+    bool read;
+    size_t n;
+    struct vfio_holder {
+        char node[64]; /* "/dev/vfio/12", "/dev/vfio/devices/vfio0" */
+        char who[64];  /* "process 4242 (qemu-system-x86)" */
+    } * v;
+};
+void vfio_holders_free(struct vfio_holders *h);
+
 /* Whether some process holds the device at addr through vfio: its IOMMU group's node
- * (/dev/vfio/N) or its vfio device node (/dev/vfio/devices/vfioN) is open, as
- * sysroot's /proc/PID/fd shows. On true, who says which: "process 4242
- * (qemu-system-x86)". A device bound to vfio-pci that nobody holds (vfio-pci.ids= at
- * boot) is free to use; one bound to another driver is not held through vfio. */
-bool vfio_device_user(const char *sysroot, const char *addr, char *who, size_t whosz);
+ * (/dev/vfio/N) or its vfio device node (/dev/vfio/devices/vfioN) is open. On true,
+ * who says which. A device bound to vfio-pci that nobody holds (vfio-pci.ids= at
+ * boot) is free to use; one bound to another driver is not held through vfio (and
+ * costs no look at /proc). */
+bool vfio_device_user(const char *sysroot, const char *addr, struct vfio_holders *h,
+                      char *who, size_t whosz);
 
 /* Returns 0 when vfio-pci is loaded (sysroot has /sys/bus/pci/drivers/vfio-pci), or
  * -1 with err saying how to load it. */

@@ -325,10 +325,11 @@ static size_t users_of(const struct claim_list *l, const char *addr, const char 
 
 /* Whether the device at addr (a card, or a VF of pf; pf "" otherwise) is taken for
  * session self: held or used by another session, its PF passed through, or held
- * through vfio by a process outside qdesk. When it is, writes who has it into why. */
+ * through vfio by a process outside qdesk (vh: who holds vfio nodes, read once). When
+ * it is, writes who has it into why. */
 static bool device_taken(const struct config *cfg, const struct claim_list *l,
-                         const char *addr, const char *pf, const char *self, char *why,
-                         size_t whysz)
+                         struct vfio_holders *vh, const char *addr, const char *pf,
+                         const char *self, char *why, size_t whysz)
 {
     const char *s = holder_of(l, addr, self);
     char users[320] = "";
@@ -338,7 +339,7 @@ static bool device_taken(const struct config *cfg, const struct claim_list *l,
         snprintf(why, whysz, "its PF %s is passed through to session %s", pf, s);
     else if (users_of(l, addr, self, users, sizeof(users)))
         snprintf(why, whysz, "shared by %s", users);
-    else if (vfio_device_user(cfg->sysroot, addr, users, sizeof(users)))
+    else if (vfio_device_user(cfg->sysroot, addr, vh, users, sizeof(users)))
         snprintf(why, whysz, "bound to vfio-pci by something else: %s holds it", users);
     else
         return false;
@@ -476,6 +477,7 @@ static int claim_device(struct store *st, const struct config *cfg, const char *
         return -1;
     }
     struct claim_list l = {0};
+    struct vfio_holders vh = {0};
     struct busy busy = {0};
     int rc = -1;
     bool failed = false;
@@ -488,7 +490,7 @@ static int claim_device(struct store *st, const struct config *cfg, const char *
             continue;
         }
         usable++;
-        if (device_taken(cfg, &l, addr, pf, id, held, sizeof(held))) {
+        if (device_taken(cfg, &l, &vh, addr, pf, id, held, sizeof(held))) {
             busy_add(&busy, addr, held);
             continue;
         }
@@ -512,7 +514,7 @@ static int claim_device(struct store *st, const struct config *cfg, const char *
             break;
         }
         reload(st, &l);
-        if (c == 1 && !device_taken(cfg, &l, addr, pf, id, held, sizeof(held))) {
+        if (c == 1 && !device_taken(cfg, &l, &vh, addr, pf, id, held, sizeof(held))) {
             rc = 0;
             break;
         }
@@ -522,11 +524,12 @@ static int claim_device(struct store *st, const struct config *cfg, const char *
                 unclaim_share(st, id, pf);
             reload(st, &l);
         }
-        if (!device_taken(cfg, &l, addr, pf, id, held, sizeof(held)))
+        if (!device_taken(cfg, &l, &vh, addr, pf, id, held, sizeof(held)))
             snprintf(held, sizeof(held), "claimed by another request just now");
         busy_add(&busy, addr, held);
     }
     claims_free(&l);
+    vfio_holders_free(&vh);
     free(units);
     if (rc == 0 || failed)
         return rc;
@@ -997,7 +1000,8 @@ int alloc_usb_detach(struct store *st, const struct config *cfg, const char *id,
 
 /* What one unit of the host's inventory is doing now, from the claims and the host. */
 static json_t *unit_json(const struct config *cfg, const struct claim_list *claims,
-                         const struct inventory_unit *u, bool admin, bool *free_now)
+                         struct vfio_holders *vh, const struct inventory_unit *u,
+                         bool admin, bool *free_now)
 {
     json_t *j = json_pack("{s:s, s:s, s:b, s:i}", "id", u->id, "label", u->label,
                           "usable", u->usable, "capacity", (int)u->capacity);
@@ -1008,9 +1012,9 @@ static json_t *unit_json(const struct config *cfg, const struct claim_list *clai
     switch (u->kind) {
     case INVENTORY_GPU:
     case INVENTORY_VF:
-        in_use = u->usable &&
-                 device_taken(cfg, claims, addr, u->kind == INVENTORY_VF ? u->parent : "",
-                              "", held, sizeof(held));
+        in_use = u->usable && device_taken(cfg, claims, vh, addr,
+                                           u->kind == INVENTORY_VF ? u->parent : "", "",
+                                           held, sizeof(held));
         who = holder_of(claims, addr, "");
         break;
     case INVENTORY_MDEV:
@@ -1058,8 +1062,8 @@ struct kind_count {
 /* Lists the units of one inventory kind (into list when not NULL) with what each is
  * doing, and counts them into c. claims NULL: only what exists, not what is free. */
 static void survey(const struct config *cfg, const struct claim_list *claims,
-                   enum inventory_kind kind, bool admin, json_t *list,
-                   struct kind_count *c)
+                   struct vfio_holders *vh, enum inventory_kind kind, bool admin,
+                   json_t *list, struct kind_count *c)
 {
     struct inventory_unit *units = NULL;
     size_t n = 0;
@@ -1072,7 +1076,7 @@ static void survey(const struct config *cfg, const struct claim_list *claims,
         const struct inventory_unit *u = &units[i];
         bool free_now = u->usable;
         if (claims) {
-            json_t *j = unit_json(cfg, claims, u, admin, &free_now);
+            json_t *j = unit_json(cfg, claims, vh, u, admin, &free_now);
             if (list)
                 json_array_append_new(list, j);
             else
@@ -1115,16 +1119,17 @@ json_t *alloc_inventory_json(struct store *st, const struct config *cfg, bool ad
     static const char *const keys[INVENTORY_KINDS] = {"gpus", "vfs", "mdev_types",
                                                       "render_nodes", "usb"};
     struct claim_list claims = {0};
+    struct vfio_holders vh = {0}; /* read at most once for every unit */
     store_alloc_list(st, collect, &claims);
     json_t *out = json_object(), *kinds = json_object();
     struct kind_count counts[GPU_INVENTORY], usb;
     for (size_t k = 0; k < GPU_INVENTORY; k++) {
         json_t *list = json_array();
-        survey(cfg, &claims, gpu_inventory[k].inv, admin, list, &counts[k]);
+        survey(cfg, &claims, &vh, gpu_inventory[k].inv, admin, list, &counts[k]);
         json_object_set_new(out, keys[gpu_inventory[k].inv], list);
     }
     json_t *list = json_array();
-    survey(cfg, &claims, INVENTORY_USB, admin, list, &usb);
+    survey(cfg, &claims, &vh, INVENTORY_USB, admin, list, &usb);
     json_object_set_new(out, keys[INVENTORY_USB], list);
     /* per GPU kind: whether a session can get one now, and how many are free (a
      * render node is shared: every virgl session can use it) */
@@ -1149,6 +1154,7 @@ json_t *alloc_inventory_json(struct store *st, const struct config *cfg, bool ad
                                             (json_int_t)pools[i].free));
     json_object_set_new(out, "hugepages", hp);
     claims_free(&claims);
+    vfio_holders_free(&vh);
     return out;
 }
 
@@ -1156,6 +1162,6 @@ unsigned alloc_gpu_kinds(const struct config *cfg)
 {
     struct kind_count counts[GPU_INVENTORY];
     for (size_t k = 0; k < GPU_INVENTORY; k++)
-        survey(cfg, NULL, gpu_inventory[k].inv, false, NULL, &counts[k]);
+        survey(cfg, NULL, NULL, gpu_inventory[k].inv, false, NULL, &counts[k]);
     return kinds_mask(cfg, counts, false);
 }
