@@ -909,6 +909,15 @@ bool sessions_viewer_open(struct sessions *ss, struct session *s)
     return true;
 }
 
+void sessions_viewer_cancel(struct sessions *ss, struct session *s)
+{
+    if (s->viewers > 0)
+        s->viewers--;
+    if (s->viewers_total > 0)
+        s->viewers_total--;
+    store_session_save(ss->store, s);
+}
+
 void sessions_viewer_closed(struct sessions *ss, struct session *s)
 {
     if (s->viewers > 0)

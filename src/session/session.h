@@ -176,6 +176,9 @@ int sessions_extend(struct sessions *ss, struct session *s, uint64_t seconds,
 /* A viewer connects: returns false (and admits nobody) when a one-shot link was
  * used already or the session is not running. */
 bool sessions_viewer_open(struct sessions *ss, struct session *s);
+/* An admitted viewer never connected (the browser left before its WebSocket was
+ * upgraded): the admission is undone, and a one-shot link can be used again. */
+void sessions_viewer_cancel(struct sessions *ss, struct session *s);
 /* A viewer left; a one-shot session ends with its viewer. */
 void sessions_viewer_closed(struct sessions *ss, struct session *s);
 

@@ -442,7 +442,6 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *con, const c
                                   const char *method, const char *version,
                                   const char *upload, size_t *upload_size, void **ctx)
 {
-    (void)version;
     struct listener *ls = cls;
     struct http_request *r = *ctx;
     if (!r) {
@@ -452,6 +451,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *con, const c
         r->web = ls->h->web;
         r->con = con;
         r->method = method;
+        r->version = version;
         r->tls = ls->tls;
         snprintf(r->path, sizeof(r->path), "%s", url);
         *ctx = r;

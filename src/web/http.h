@@ -53,6 +53,7 @@ struct http_request {
     struct web *web;
     struct MHD_Connection *con;
     const char *method;
+    const char *version; /* "HTTP/1.1" */
     char path[1024];
     const char *args[3]; /* the '*' segments of the route */
     char argbuf[1024];

@@ -14,7 +14,8 @@
  * answered. Two parties hold it: the HTTP request (until libmicrohttpd completes
  * it) and, once upgraded, the display proxy (until the viewer leaves); whichever
  * lets go last frees it. A request that completes without an upgrade (the browser
- * went away before the 101 reached it) gives the admission back. */
+ * went away before the 101 reached it) gives the admission back: a one-shot link
+ * stays usable. */
 struct viewer_conn {
     int fd;
     struct MHD_UpgradeResponseHandle *urh;
@@ -164,7 +165,7 @@ static void on_request_done(void *job)
     if (!c->upgraded) {
         log_info("session %s: a viewer went away before its connection was upgraded",
                  c->session->id);
-        leave(c);
+        sessions_viewer_cancel(c->web->sessions, c->session);
         free(c);
     } else if (c->closed) {
         free(c);
@@ -226,6 +227,10 @@ enum MHD_Result viewer_websocket(struct http_request *r)
         !wsproxy_list_has(connection, "upgrade", true))
         return http_reply_error(r, MHD_HTTP_BAD_REQUEST, "not_websocket",
                                 "this address speaks WebSocket only");
+    if (strcmp(r->version, MHD_HTTP_VERSION_1_1) !=
+        0) /* libmicrohttpd upgrades no other */
+        return http_reply_error(r, MHD_HTTP_BAD_REQUEST, "not_websocket",
+                                "a WebSocket needs HTTP/1.1, not %s", r->version);
     struct wsproxy_accept acc;
     char err[256];
     if (wsproxy_handshake(
@@ -249,7 +254,7 @@ enum MHD_Result viewer_websocket(struct http_request *r)
         c ? MHD_create_response_for_upgrade(on_upgraded, c) : NULL;
     if (!resp) {
         free(c);
-        sessions_viewer_closed(r->web->sessions, s);
+        sessions_viewer_cancel(r->web->sessions, s);
         return MHD_NO;
     }
     c->fd = -1;

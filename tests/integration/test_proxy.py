@@ -5,6 +5,7 @@ view-only link shows the desktop but its input never arrives; a one-shot link
 admits one viewer and the session ends when it leaves; a malformed frame or RFB
 message closes only the viewer that sent it."""
 import http.client
+import socket
 import struct
 import time
 
@@ -126,6 +127,15 @@ def one_shot_link_admits_one_viewer_and_ends_with_it():
     s = svc.create(oneshot=True, memory_mb=256)
     svc.wait_serial(s["id"], r"^QDESK-DEMO-READY", 60)
     token = s["url"].rsplit("/", 1)[1]
+    # a request that cannot become a WebSocket (HTTP/1.0) is refused and uses nothing
+    with socket.create_connection(("127.0.0.1", svc.port), timeout=10) as raw:
+        raw.sendall(f"GET /ws/{token} HTTP/1.0\r\nUpgrade: websocket\r\n"
+                    "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                    "Sec-WebSocket-Version: 13\r\n\r\n".encode())
+        answer = raw.recv(4096)
+    assert b" 400 " in answer.split(b"\r\n")[0] and b"needs HTTP/1.1" in answer, answer
+    status, info = svc.api("GET", f"/s/{token}/info")
+    assert info["used"] is False and info["state"] == "running", info
     ws, rfb = viewer(token)
     assert distinct_colours(rfb.framebuffer()) > 8
     second = WebSocket(svc.port, f"/ws/{token}")
