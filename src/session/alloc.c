@@ -20,15 +20,15 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Kinds of claim in the store. */
-#define K_GPU                                                                            \
-    "gpu" /* a device held whole: "pci:ADDR" (a card), "vf:ADDR",                        \
-             "mdev:PARENT/TYPE/UUID" */
-#define K_SHARE                                                                          \
-    "share" /* "ADDR/SESSION": the session uses the device at ADDR                       \
-               without holding it (the PF of its VF, the parent of its                   \
-               mediated device, the card of its render node), so no                      \
-               session may take that device whole meanwhile */
+/* Kinds of claim in the store, and their units:
+ *   gpu       a device held whole: "pci:ADDR" (a card), "vf:ADDR",
+ *             "mdev:PARENT/TYPE/UUID"
+ *   share     "ADDR/SESSION": the session uses the device at ADDR without holding it
+ *             (the PF of its VF, the parent of its mediated device, the card of its
+ *             render node), so no session may take that device whole meanwhile
+ *   usb       "usb:BUS-PORT"; hugepages, cpu, cpuplan: one per session or CPU */
+#define K_GPU       "gpu"
+#define K_SHARE     "share"
 #define K_USB       "usb"
 #define K_HUGEPAGES "hugepages"
 #define K_CPU       "cpu"
