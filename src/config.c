@@ -215,6 +215,78 @@ int config_set(struct config *c, const char *section, const char *key, const cha
     return -1;
 }
 
+/* Splits a section header "KIND NAME" or "KIND.NAME" into kind and name. Returns 1
+ * for a named section, 0 for a plain one, -1 (with why) for a malformed one. */
+static int split_named(const char *section, char *kind, size_t kindsz, char *name,
+                       size_t namesz, char *why, size_t whysz)
+{
+    size_t k = strcspn(section, " \t.");
+    if (!section[k])
+        return 0;
+    const char *n = section + k + 1;
+    while (*n == ' ' || *n == '\t')
+        n++;
+    if (k >= kindsz) {
+        snprintf(why, whysz, "[%s] is not a known section (see qdesk.conf.example)",
+                 section);
+        return -1;
+    }
+    memcpy(kind, section, k);
+    kind[k] = 0;
+    char kinds[] = CONFIG_NAMED_KINDS;
+    bool known = false;
+    for (char *save, *tok = strtok_r(kinds, ", ", &save); tok && !known;
+         tok = strtok_r(NULL, ", ", &save))
+        known = !strcmp(tok, kind);
+    if (!known) {
+        snprintf(why, whysz,
+                 "[%s]: '%s' is not a kind of named section (allowed: " CONFIG_NAMED_KINDS
+                 ")",
+                 section, kind);
+        return -1;
+    }
+    size_t len = strlen(n);
+    if (len == 0 || len >= namesz || strspn(n, "abcdefghijklmnopqrstuvwxyz"
+                                              "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                              "0123456789-_") != len) {
+        snprintf(why, whysz,
+                 "[%s]: the name must be 1 to %zu letters, digits, '-' or '_'", section,
+                 namesz - 1);
+        return -1;
+    }
+    memcpy(name, n, len + 1);
+    return 1;
+}
+
+/* Adds e to the named section kind/name, opening it at e's line when it is new. */
+static int add_named(struct config *c, const char *path, const char *kind,
+                     const char *name, const struct ini_entry *e)
+{
+    struct config_named *s = (struct config_named *)config_named_find(c, kind, name);
+    if (!s) {
+        struct config_named *grown = realloc(c->named, (c->n_named + 1) * sizeof(*grown));
+        if (!grown)
+            return -1;
+        c->named = grown;
+        s = &c->named[c->n_named++];
+        memset(s, 0, sizeof(*s));
+        snprintf(s->kind, sizeof(s->kind), "%s", kind);
+        snprintf(s->name, sizeof(s->name), "%s", name);
+        snprintf(s->file, sizeof(s->file), "%s", path);
+        s->line = e->line;
+    }
+    struct config_entry *grown = realloc(s->entries, (s->n + 1) * sizeof(*grown));
+    if (!grown)
+        return -1;
+    s->entries = grown;
+    struct config_entry *ce = &s->entries[s->n];
+    ce->key = strdup(e->key);
+    ce->value = strdup(e->value);
+    ce->line = e->line;
+    s->n++;
+    return ce->key && ce->value ? 0 : -1;
+}
+
 int config_load(struct config *c, const char *path, bool required, char *err,
                 size_t errsz)
 {
@@ -224,13 +296,76 @@ int config_load(struct config *c, const char *path, bool required, char *err,
     if (!ini)
         return -1;
     int rc = 0;
+    const char *open_section = NULL; /* the header seen last, for "given twice" */
     for (size_t i = 0; i < ini->n && rc == 0; i++) {
         const struct ini_entry *e = &ini->entries[i];
-        char why[512];
-        rc = config_set(c, e->section, e->key, e->value, why, sizeof(why));
+        char why[512], kind[16], name[64];
+        int named = split_named(e->section, kind, sizeof(kind), name, sizeof(name), why,
+                                sizeof(why));
+        if (named > 0) {
+            bool fresh = !open_section || strcmp(open_section, e->section);
+            if (fresh && config_named_find(c, kind, name)) {
+                snprintf(why, sizeof(why), "[%s] is given twice", e->section);
+                named = -1;
+            } else if (add_named(c, path, kind, name, e) < 0) {
+                snprintf(why, sizeof(why), "out of memory");
+                named = -1;
+            }
+            open_section = e->section;
+        }
+        if (named == 0)
+            rc = config_set(c, e->section, e->key, e->value, why, sizeof(why));
+        if (named < 0)
+            rc = -1;
         if (rc < 0)
             snprintf(err, errsz, "%s:%d: %s", path, e->line, why);
     }
     ini_free(ini);
     return rc;
+}
+
+void config_free(struct config *c)
+{
+    if (!c)
+        return;
+    for (size_t i = 0; i < c->n_named; i++) {
+        for (size_t j = 0; j < c->named[i].n; j++) {
+            free(c->named[i].entries[j].key);
+            free(c->named[i].entries[j].value);
+        }
+        free(c->named[i].entries);
+    }
+    free(c->named);
+    c->named = NULL;
+    c->n_named = 0;
+}
+
+const struct config_named *config_named_next(const struct config *c, const char *kind,
+                                             const struct config_named *prev)
+{
+    size_t i = prev ? (size_t)(prev - c->named) + 1 : 0;
+    for (; i < c->n_named; i++)
+        if (!strcmp(c->named[i].kind, kind))
+            return &c->named[i];
+    return NULL;
+}
+
+const struct config_named *config_named_find(const struct config *c, const char *kind,
+                                             const char *name)
+{
+    for (size_t i = 0; i < c->n_named; i++)
+        if (!strcmp(c->named[i].kind, kind) && !strcmp(c->named[i].name, name))
+            return &c->named[i];
+    return NULL;
+}
+
+const char *config_named_get(const struct config_named *s, const char *key, int *line)
+{
+    for (size_t i = s->n; i-- > 0;)
+        if (!strcmp(s->entries[i].key, key)) {
+            if (line)
+                *line = s->entries[i].line;
+            return s->entries[i].value;
+        }
+    return NULL;
 }

@@ -11,6 +11,28 @@
 
 #define CONFIG_DEFAULT_PATH "/etc/qdesk/qdesk.conf"
 
+/* A named section, [KIND NAME] or [KIND.NAME]: one managed network, one shared
+ * folder, one group's limits, one runner. config_load() checks only that KIND is
+ * one of CONFIG_NAMED_KINDS, that NAME is a name and that no section is given
+ * twice, and keeps the entries in file order; the module that owns the kind reads
+ * and checks its keys, naming FILE:LINE in its errors. */
+#define CONFIG_NAMED_KINDS "network, mount, limits, runner"
+
+struct config_entry {
+    char *key;
+    char *value;
+    int line;
+};
+
+struct config_named {
+    char kind[16];
+    char name[64]; /* letters, digits, '-', '_' */
+    char file[PATH_MAX];
+    int line; /* of its first key */
+    struct config_entry *entries;
+    size_t n;
+};
+
 struct config {
     /* [server] */
     char listen[128];        /* host:port */
@@ -74,6 +96,10 @@ struct config {
     double user_memory_fraction; /* of the host's memory one user may hold */
     double max_load_per_core;    /* 1-minute load average / cores */
     uint64_t min_mem_available_mb;
+
+    /* the named sections, in file order (owned; config_free() releases them) */
+    struct config_named *named;
+    size_t n_named;
 };
 
 /* Fills c with the built-in defaults. */
@@ -84,6 +110,19 @@ void config_defaults(struct config *c);
  * Returns 0, or -1 with err. */
 int config_load(struct config *c, const char *path, bool required, char *err,
                 size_t errsz);
+
+/* Frees what config_load() allocated (the named sections). Accepts NULL. */
+void config_free(struct config *c);
+
+/* Returns the next named section of kind after prev (NULL: the first), or NULL. */
+const struct config_named *config_named_next(const struct config *c, const char *kind,
+                                             const struct config_named *prev);
+/* Returns the named section kind/name, or NULL. */
+const struct config_named *config_named_find(const struct config *c, const char *kind,
+                                             const char *name);
+/* Returns the value of key in s (the last one given), or NULL; line gets its line
+ * when not NULL. */
+const char *config_named_get(const struct config_named *s, const char *key, int *line);
 
 /* Sets one "section.key" (as a command-line override would). Returns 0 or -1. */
 int config_set(struct config *c, const char *section, const char *key, const char *value,

@@ -115,12 +115,14 @@ int main(int argc, char **argv)
         (sysroot &&
          config_set(&cfg, "paths", "sysroot", sysroot, err, sizeof(err)) < 0)) {
         fprintf(stderr, "qdesk: %s\n", err);
+        config_free(&cfg);
         return 2;
     }
     if (absolute(cfg.machines, sizeof(cfg.machines)) < 0 ||
         absolute(cfg.state, sizeof(cfg.state)) < 0 ||
         absolute(cfg.sysroot, sizeof(cfg.sysroot)) < 0) {
         fprintf(stderr, "qdesk: a configured path is too long\n");
+        config_free(&cfg);
         return 2;
     }
 
@@ -128,9 +130,11 @@ int main(int argc, char **argv)
         if (!strcmp(rest[0], commands[i].name)) {
             int rc = commands[i].run(&cfg, n, rest);
             free(rest);
+            config_free(&cfg);
             return rc;
         }
     fprintf(stderr, "qdesk: '%s' is not a command\n\n%s", rest[0], usage);
     free(rest);
+    config_free(&cfg);
     return 2;
 }

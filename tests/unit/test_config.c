@@ -81,6 +81,62 @@ static void bad_values_name_the_line(void **state)
     unlink(path);
 }
 
+static void named_sections_are_kept_for_their_modules(void **state)
+{
+    (void)state;
+    struct config c;
+    char err[512];
+    config_defaults(&c);
+    char *path = write_conf("[network lab]\nbridge = qdbr-lab\ncidr = 10.1.0.0/24\n"
+                            "[limits]\nmax_sessions = 5\n[limits.physics]\n"
+                            "max_sessions_per_user = 2\n[network lan]\nbridge = br0\n"
+                            "[network lab]\nnat = yes\n");
+    assert_int_equal(config_load(&c, path, true, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, ":11: [network lab] is given twice"));
+    unlink(path);
+    config_free(&c);
+    config_defaults(&c);
+    path = write_conf("[network lab]\nbridge = qdbr-lab\ncidr = 10.1.0.0/24\n"
+                      "[limits]\nmax_sessions = 5\n[limits.physics]\n"
+                      "max_sessions_per_user = 2\n[network lan]\nbridge = br0\n"
+                      "bridge = br1\n");
+    assert_int_equal(config_load(&c, path, true, err, sizeof(err)), 0);
+    unlink(path);
+    assert_int_equal(c.max_sessions, 5); /* [limits] stays a plain section */
+    const struct config_named *lab = config_named_next(&c, "network", NULL);
+    assert_non_null(lab);
+    assert_string_equal(lab->name, "lab");
+    assert_int_equal(lab->line, 2); /* its first key: the header has none */
+    int line = 0;
+    assert_string_equal(config_named_get(lab, "cidr", &line), "10.1.0.0/24");
+    assert_int_equal(line, 3);
+    assert_null(config_named_get(lab, "nat", NULL));
+    const struct config_named *lan = config_named_next(&c, "network", lab);
+    assert_string_equal(lan->name, "lan");
+    assert_string_equal(config_named_get(lan, "bridge", NULL), "br1"); /* the last */
+    assert_null(config_named_next(&c, "network", lan));
+    const struct config_named *g = config_named_find(&c, "limits", "physics");
+    assert_non_null(g);
+    assert_string_equal(config_named_get(g, "max_sessions_per_user", NULL), "2");
+    assert_null(config_named_find(&c, "mount", "physics"));
+    config_free(&c);
+    config_free(NULL);
+
+    config_defaults(&c);
+    path = write_conf("[server]\nlisten = 127.0.0.1:1\n[netwrk lab]\nbridge = x\n");
+    assert_int_equal(config_load(&c, path, true, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, ":4: [netwrk lab]: 'netwrk' is not a kind of named "
+                            "section (allowed: network, mount, limits, runner)"));
+    unlink(path);
+    config_free(&c);
+    config_defaults(&c);
+    path = write_conf("[mount my data]\npath = /srv\n");
+    assert_int_equal(config_load(&c, path, true, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, ":2: [mount my data]: the name must be 1 to 63 letters"));
+    unlink(path);
+    config_free(&c);
+}
+
 static void example_shows_the_defaults(void **state)
 {
     (void)state;
@@ -101,6 +157,7 @@ int main(void)
         cmocka_unit_test(zero_config),
         cmocka_unit_test(typed_values),
         cmocka_unit_test(bad_values_name_the_line),
+        cmocka_unit_test(named_sections_are_kept_for_their_modules),
         cmocka_unit_test(example_shows_the_defaults),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
