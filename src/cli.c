@@ -1,6 +1,7 @@
 #include "cli.h"
 
 #include "catalog/catalog.h"
+#include "net/usernet.h"
 #include "qemu/cmdline.h"
 #include "qemu/spec.h"
 #include "qemu/vm.h"
@@ -187,7 +188,10 @@ static int resolve(const struct config *cfg, struct cli_vm *v, const char *name,
         fprintf(stderr, "qdesk: %s\n", err);
         return 1;
     }
-    spec_host_probe(cfg, &v->host);
+    if (spec_host_probe(cfg, &v->host, err, sizeof(err)) < 0) {
+        fprintf(stderr, "qdesk: %s\n", err);
+        return 1;
+    }
     spec_limits_from_config(cfg, &lim);
     if (spec_resolve(&v->req, m, &v->host, &lim, name, rundir, &v->spec, err,
                      sizeof(err)) < 0 ||
@@ -195,8 +199,10 @@ static int resolve(const struct config *cfg, struct cli_vm *v, const char *name,
         fprintf(stderr, "qdesk: %s\n", err);
         return 1;
     }
-    if (v->spec.gpu_grant.warning[0])
-        fprintf(stderr, "qdesk: warning: %s\n", v->spec.gpu_grant.warning);
+    char warning[600];
+    spec_warnings(&v->spec, warning, sizeof(warning));
+    if (warning[0])
+        fprintf(stderr, "qdesk: warning: %s\n", warning);
     return 0;
 }
 
@@ -216,8 +222,12 @@ int cli_args(const struct config *cfg, int argc, char **argv)
             fprintf(stderr, "qdesk: %s\n", a.err);
             rc = 1;
         } else {
-            char *text = argv_format(&a);
+            char *text = argv_format(&a), *net = NULL;
+            /* the helper qdesk starts first, as a shell comment */
+            if (v.spec.net == SPEC_NET_USER && (net = usernet_format(&v.spec.usernet)))
+                printf("# network helper: %s\n", net);
             fputs(text ? text : "", stdout);
+            free(net);
             free(text);
         }
         argv_free(&a);
@@ -433,15 +443,11 @@ int cli_run(const struct config *cfg, int argc, char **argv)
         return rc;
     }
 
-    struct vm_user user = {0};
-    if (cfg->qemu_user[0]) {
-        if (proc_lookup_user(cfg->qemu_user, &user.uid, &user.gid, err, sizeof(err)) <
-            0) {
-            fprintf(stderr, "qdesk: [qemu] qemu_user: %s\n", err);
-            cli_vm_free(&v);
-            return 1;
-        }
-        user.set = true;
+    struct vm_user user;
+    if (spec_qemu_user(cfg, &user, err, sizeof(err)) < 0) {
+        fprintf(stderr, "qdesk: %s\n", err);
+        cli_vm_free(&v);
+        return 1;
     }
 
     /* Signals are taken through a signalfd once QEMU runs; block them now so a
@@ -469,6 +475,9 @@ int cli_run(const struct config *cfg, int argc, char **argv)
     if (mk < 0) {
         fprintf(stderr, "qdesk: cannot create %s: %s\n", runbase, strerror(-mk));
         rc = 1;
+    } else if (vm_check_runbase(&user, runbase, err, sizeof(err)) < 0) {
+        fprintf(stderr, "qdesk: %s\n", err);
+        rc = 1;
     } else if (allocate && !(st = store_open(db, err, sizeof(err)))) {
         fprintf(stderr, "qdesk: %s\n", err);
         rc = 1;
@@ -490,8 +499,6 @@ int cli_run(const struct config *cfg, int argc, char **argv)
     } else {
         char life[32];
         units_format_duration(v.spec.lifetime_s, life, sizeof(life));
-        if (v.spec.gpu_grant.warning[0])
-            fprintf(stderr, "qdesk: warning: %s\n", v.spec.gpu_grant.warning);
         fprintf(stderr,
                 "qdesk: %s is running (pid %d, %s under %s, lifetime %s)\n"
                 "qdesk: run directory: %s\n"

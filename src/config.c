@@ -58,6 +58,9 @@ static const struct key keys[] = {
     STR("qemu", aavmf_vars, NULL),
     NUM("qemu", start_timeout_s, K_DURATION),
     NUM("qemu", stop_grace_s, K_DURATION),
+    STR("usernet", passt, NULL),
+    STR("usernet", dns, NULL),
+    STR("usernet", firewall_table, NULL),
     NUM("gpu", allow_host_console, K_BOOL),
     NUM("gpu", vfs, K_COUNT),
     STR("gpu", virgl_display, "egl-headless|sdl"),
@@ -102,6 +105,7 @@ void config_defaults(struct config *c)
     snprintf(c->aavmf_vars, sizeof(c->aavmf_vars), "/usr/share/AAVMF/AAVMF_VARS.fd");
     c->start_timeout_s = 30;
     c->stop_grace_s = 30;
+    snprintf(c->firewall_table, sizeof(c->firewall_table), "qdesk");
     snprintf(c->virgl_display, sizeof(c->virgl_display), "egl-headless");
     snprintf(c->rom_dir, sizeof(c->rom_dir), "/etc/qdesk/roms");
     c->default_cpus = 1;
@@ -368,4 +372,11 @@ const char *config_named_get(const struct config_named *s, const char *key, int 
             return s->entries[i].value;
         }
     return NULL;
+}
+
+const char *config_qemu_user(const struct config *c)
+{
+    if (c->qemu_user[0])
+        return c->qemu_user;
+    return geteuid() == 0 ? CONFIG_QEMU_USER : "";
 }

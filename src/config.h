@@ -70,6 +70,11 @@ struct config {
     uint64_t start_timeout_s; /* spawn to QMP answering */
     uint64_t stop_grace_s;    /* powerdown to quit */
 
+    /* [usernet]: the default guest network (net = user), see net/usernet.h */
+    char passt[PATH_MAX];    /* the helper; "" = looked up */
+    char dns[256];           /* resolvers guests are offered; "" = the host's */
+    char firewall_table[32]; /* the nftables table that keeps guests off the host */
+
     /* [gpu] */
     bool allow_host_console;  /* passthrough may take the GPU showing the host console */
     uint64_t vfs;             /* VFs to create on an SR-IOV GPU that has none (0: all) */
@@ -123,6 +128,12 @@ const struct config_named *config_named_find(const struct config *c, const char 
 /* Returns the value of key in s (the last one given), or NULL; line gets its line
  * when not NULL. */
 const char *config_named_get(const struct config_named *s, const char *key, int *line);
+
+/* The user QEMU and its network helper run as, by name: [qemu] qemu_user, else,
+ * when qdesk runs as root, CONFIG_QEMU_USER (QEMU never runs as root; scripts/deps
+ * creates that account), else "" (the service's own user, which is not root). */
+#define CONFIG_QEMU_USER "qdesk-qemu"
+const char *config_qemu_user(const struct config *c);
 
 /* Sets one "section.key" (as a command-line override would). Returns 0 or -1. */
 int config_set(struct config *c, const char *section, const char *key, const char *value,

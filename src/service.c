@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/signalfd.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static void on_signal(struct loop *l, int fd, uint32_t events, void *arg)
@@ -53,11 +54,18 @@ int service_main(const struct config *cfg_in, int argc, char **argv)
             snprintf(cfg.www, sizeof(cfg.www), "%s", abs);
         }
     }
-    int mk = fs_mkdir_p(cfg.state, 0700);
+    /* Others may enter it (QEMU's user reaches its run directory in STATE/run), not
+     * list it; what is inside guards itself (the database is 0600). A state directory
+     * an older qdesk made 0700 is opened up the same way. */
+    struct stat st;
+    int mk = fs_mkdir_p(cfg.state, 0711);
     if (mk < 0) {
         log_error("cannot create the state directory %s: %s", cfg.state, strerror(-mk));
         return 1;
     }
+    if (stat(cfg.state, &st) == 0 && st.st_uid == geteuid() &&
+        (st.st_mode & 0777) == 0700)
+        chmod(cfg.state, 0711);
     snprintf(db, sizeof(db), "%s/state.db", cfg.state);
 
     sigset_t mask;

@@ -18,6 +18,7 @@
 #include "catalog/catalog.h"
 #include "config.h"
 #include "host/ids.h"
+#include "net/usernet.h"
 #include "qemu/cmdline.h"
 #include "session/alloc.h"
 #include "qemu/spec.h"
@@ -42,6 +43,12 @@ static const char *str_or(json_t *o, const char *key, const char *dflt)
 {
     const char *s = json_string_value(json_object_get(o, key));
     return s ? s : dflt;
+}
+
+static const char *str_or_value(json_t *v)
+{
+    const char *s = json_string_value(v);
+    return s ? s : "";
 }
 
 static json_int_t int_or(json_t *o, const char *key, json_int_t dflt)
@@ -82,6 +89,24 @@ static void fake_host(json_t *h, struct spec_host *host)
     fake_file(h, "aavmf_vars", "/usr/share/AAVMF/AAVMF_VARS.fd", &host->aavmf_vars);
     host->virgl_sdl = json_is_true(json_object_get(h, "virgl_sdl"));
     snprintf(host->x_display, sizeof(host->x_display), "%s", str_or(h, "x_display", ""));
+    /* the default network: passt and nft installed, guests kept off the host (a
+     * service running as root) unless "usernet_isolated": false says otherwise */
+    fake_file(h, "passt", "/usr/bin/passt", &host->passt);
+    fake_file(h, "nft", "/usr/sbin/nft", &host->nft);
+    host->usernet_isolated = !json_is_false(json_object_get(h, "usernet_isolated"));
+    if (!host->usernet_isolated)
+        snprintf(host->usernet_why, sizeof(host->usernet_why),
+                 "qdesk does not run as root, so it cannot install the firewall rule "
+                 "that keeps guests off the host");
+    snprintf(host->firewall_table, sizeof(host->firewall_table), "qdesk");
+    size_t i;
+    json_t *dns;
+    json_array_foreach(json_object_get(h, "usernet_dns"), i, dns)
+    {
+        if (host->n_usernet_dns < USERNET_MAX_DNS)
+            snprintf(host->usernet_dns[host->n_usernet_dns++],
+                     sizeof(host->usernet_dns[0]), "%s", str_or_value(dns));
+    }
 }
 
 /* The device facts come from a captured tree, tests/sysfs/NAME ("host": {"sysroot":
@@ -310,16 +335,24 @@ static char *run_case(const char *dir, const char *path, bool *is_err)
         if (asprintf(&out, "%s\n", err) < 0)
             out = NULL;
     } else {
-        /* what the user is told beside the command line, as a shell comment */
-        char *args = argv_format(&a);
+        /* what the user is told beside the command line, and the network helper
+         * qdesk starts first, as shell comments (as qdesk args prints the latter) */
+        char *args = argv_format(&a), warning[600];
+        char *net = spec.net == SPEC_NET_USER ? usernet_format(&spec.usernet) : NULL;
+        spec_warnings(&spec, warning, sizeof(warning));
         *is_err = false;
-        if (args && spec.gpu_grant.warning[0]) {
-            if (asprintf(&out, "# warning: %s\n%s", spec.gpu_grant.warning, args) < 0)
-                out = NULL;
-            free(args);
-        } else {
-            out = args;
+        if (args && asprintf(&out, "%s%s%s%s%s%s", warning[0] ? "# warning: " : "",
+                             warning, warning[0] ? "\n" : "",
+                             net ? "# network helper: " : "", net ? net : "",
+                             net ? "\n" : "") >= 0) {
+            char *all = NULL;
+            if (asprintf(&all, "%s%s", out, args) < 0)
+                all = NULL;
+            free(out);
+            out = all;
         }
+        free(args);
+        free(net);
     }
     argv_free(&a);
     free(cat.machines);

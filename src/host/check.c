@@ -63,7 +63,7 @@ static void check_kvm(const struct host *h, struct check_report *r)
     if (!h->intel && !h->amd && uname(&u) == 0)
         snprintf(arch, sizeof(arch), "%s", u.machine);
     if (accel_kvm_usable(h->root, arch, why, sizeof(why))) {
-        const char *user = h->cfg->qemu_user;
+        const char *user = config_qemu_user(h->cfg);
         if (user[0] && !accel_kvm_allows_user(h->root, user, why, sizeof(why))) {
             /* the service may open /dev/kvm, the QEMU it starts may not */
             struct check_item *it = item(r, "kvm", CHECK_FAIL);

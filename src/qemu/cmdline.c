@@ -242,8 +242,13 @@ static int build_network(struct argv *a, const struct vm_spec *s)
     case SPEC_NET_NONE:
         return 0;
     case SPEC_NET_USER:
-        qopt_word(&o, "user");
+        /* passt, started by qdesk, on the other end of a socketpair (net/usernet.h):
+         * the guest gets the outside world, never the host */
+        qopt_word(&o, "stream");
         qopt_word(&o, "id=net0");
+        qopt_word(&o, "server=off");
+        qopt_word(&o, "addr.type=fd");
+        qopt_addf(&o, "addr.str", "%d", USERNET_FD);
         break;
     case SPEC_NET_BRIDGE:
         /* The privileged step made the tap and passes it; QEMU's sandbox forbids

@@ -331,6 +331,53 @@ static int copy_checked(char *dst, size_t n, const char *src, const char *field,
     return 0;
 }
 
+/* The default network: passt, and the firewall that keeps the guest off the host.
+ * Where that cannot be had, a guest that did not ask for a network gets none (and
+ * a warning); one that asked for it is refused. */
+static int resolve_usernet(const struct spec_request *req, const struct spec_host *host,
+                           struct vm_spec *out, char *err, size_t errsz)
+{
+    const char *field = spec_field_name(req->source, SPEC_FIELD_NET);
+    if (!host->usernet_isolated) {
+        if (req->given & (1u << SPEC_FIELD_NET)) {
+            snprintf(err, errsz, "%s: 'user' cannot keep guests off this host: %s; use none",
+                     field, host->usernet_why);
+            return -1;
+        }
+        out->net = SPEC_NET_NONE;
+        snprintf(out->net_warning, sizeof(out->net_warning), "the guest has no network: %s",
+                 host->usernet_why);
+        return 0;
+    }
+    if (!host->passt.found) {
+        snprintf(err, errsz, "%s: user networking needs passt, which is not installed%s%s%s "
+                 "(Debian package passt)",
+                 field, host->passt.path[0] ? ": " : "", host->passt.path,
+                 host->passt.path[0] ? " ([usernet] passt) is missing" : "");
+        return -1;
+    }
+    if (!host->nft.found) {
+        snprintf(err, errsz,
+                 "%s: user networking keeps guests off the host with nftables, which is "
+                 "not installed (Debian package nftables)",
+                 field);
+        return -1;
+    }
+    struct usernet *u = &out->usernet;
+    snprintf(u->passt, sizeof(u->passt), "%s", host->passt.path);
+    snprintf(u->nft, sizeof(u->nft), "%s", host->nft.path);
+    snprintf(u->table, sizeof(u->table), "%s", host->firewall_table);
+    memcpy(u->dns, host->usernet_dns, sizeof(u->dns));
+    u->n_dns = host->n_usernet_dns;
+    return 0;
+}
+
+void spec_warnings(const struct vm_spec *s, char *out, size_t outsz)
+{
+    const char *gpu = s->gpu_grant.warning, *net = s->net_warning;
+    snprintf(out, outsz, "%s%s%s", gpu, gpu[0] && net[0] ? "; " : "", net);
+}
+
 int spec_resolve(const struct spec_request *req, const struct catalog_machine *m,
                  const struct spec_host *host, const struct spec_limits *lim,
                  const char *name, const char *rundir, struct vm_spec *out, char *err,
@@ -537,6 +584,8 @@ int spec_resolve(const struct spec_request *req, const struct catalog_machine *m
     out->net = req->net;
     snprintf(out->bridge, sizeof(out->bridge), "%s", req->bridge);
     out->tap_fd = req->net == SPEC_NET_BRIDGE ? 3 : -1;
+    if (out->net == SPEC_NET_USER && resolve_usernet(req, host, out, err, errsz) < 0)
+        return -1;
     /* A locally administered MAC in QEMU's 52:54:00 range, from a hash of the name
      * (FNV-1a), so two guests on one bridge never share one. */
     uint32_t h = 2166136261u;
@@ -561,7 +610,75 @@ static void find_file(struct spec_file *f, const char *configured, const char *p
         f->path[0] = 0;
 }
 
-int spec_host_probe(const struct config *cfg, struct spec_host *host)
+int spec_qemu_user(const struct config *cfg, struct vm_user *user, char *err,
+                   size_t errsz)
+{
+    memset(user, 0, sizeof(*user));
+    const char *name = config_qemu_user(cfg);
+    if (!name[0])
+        return 0; /* the service's own user, not root */
+    char why[300];
+    if (proc_lookup_user(name, &user->uid, &user->gid, why, sizeof(why)) < 0) {
+        if (cfg->qemu_user[0])
+            snprintf(err, errsz, "[qemu] qemu_user: %s", why);
+        else
+            snprintf(err, errsz,
+                     "[qemu] qemu_user is empty and qdesk runs as root, so QEMU would run "
+                     "as %s, but %s; create it with scripts/deps (useradd --system "
+                     "--user-group --no-create-home --shell /usr/sbin/nologin %s) or set "
+                     "[qemu] qemu_user to an unprivileged user",
+                     name, why, name);
+        return -1;
+    }
+    if (user->uid == 0) {
+        snprintf(err, errsz,
+                 "[qemu] qemu_user: '%s' is root, and QEMU never runs as root; name an "
+                 "unprivileged user (scripts/deps creates %s)",
+                 name, CONFIG_QEMU_USER);
+        return -1;
+    }
+    user->set = true;
+    snprintf(user->name, sizeof(user->name), "%s", name);
+    return 0;
+}
+
+/* The default network's facts: passt and nft, the [usernet] keys, and whether a
+ * firewall rule can keep guests off this host. */
+static int probe_usernet(const struct config *cfg, struct spec_host *host, char *err,
+                         size_t errsz)
+{
+    struct usernet u = {0};
+    find_file(&host->passt, cfg->passt, "passt", X_OK);
+    find_file(&host->nft, "", "nft", X_OK);
+    char why[PATH_MAX + 200];
+    if (usernet_parse_dns(&u, cfg->dns, why, sizeof(why)) < 0) {
+        snprintf(err, errsz, "[usernet] %s", why);
+        return -1;
+    }
+    if (!usernet_table_ok(cfg->firewall_table)) {
+        snprintf(err, errsz,
+                 "[usernet] firewall_table: '%s' must be letters, digits and '_' (up to "
+                 "31, starting with a letter)",
+                 cfg->firewall_table);
+        return -1;
+    }
+    memcpy(host->usernet_dns, u.dns, sizeof(u.dns));
+    host->n_usernet_dns = u.n_dns;
+    snprintf(host->firewall_table, sizeof(host->firewall_table), "%s",
+             cfg->firewall_table);
+    /* root installs the rule; a QEMU user of its own is what it matches */
+    host->usernet_isolated = geteuid() == 0 && config_qemu_user(cfg)[0];
+    if (!host->usernet_isolated)
+        snprintf(host->usernet_why, sizeof(host->usernet_why),
+                 "qdesk does not run as root, so it cannot install the firewall rule "
+                 "that keeps guests off the host");
+    if (!u.n_dns && !usernet_host_dns_usable(cfg->sysroot, why, sizeof(why)))
+        log_warn("guests on the default network get no DNS resolver: %s", why);
+    return 0;
+}
+
+int spec_host_probe(const struct config *cfg, struct spec_host *host, char *err,
+                    size_t errsz)
 {
     memset(host, 0, sizeof(*host));
     struct utsname u;
@@ -573,9 +690,9 @@ int spec_host_probe(const struct config *cfg, struct spec_host *host)
     snprintf(host->accel, sizeof(host->accel), "%s", cfg->accel);
     host->kvm_usable = accel_kvm_usable(cfg->sysroot, host->arch, host->kvm_why,
                                         sizeof(host->kvm_why)) &&
-                       (!cfg->qemu_user[0] ||
-                        accel_kvm_allows_user(cfg->sysroot, cfg->qemu_user, host->kvm_why,
-                                              sizeof(host->kvm_why)));
+                       (!config_qemu_user(cfg)[0] ||
+                        accel_kvm_allows_user(cfg->sysroot, config_qemu_user(cfg),
+                                              host->kvm_why, sizeof(host->kvm_why)));
     if (!host->kvm_usable && strcmp(cfg->accel, "auto") == 0)
         log_info("accel: guests run under TCG because %s", host->kvm_why);
 
@@ -587,5 +704,5 @@ int spec_host_probe(const struct config *cfg, struct spec_host *host)
     find_file(&host->aavmf_vars, cfg->aavmf_vars, NULL, R_OK);
     host->virgl_sdl = strcmp(cfg->virgl_display, "sdl") == 0;
     snprintf(host->x_display, sizeof(host->x_display), "%s", cfg->virgl_x_display);
-    return 0;
+    return probe_usernet(cfg, host, err, errsz);
 }

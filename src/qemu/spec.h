@@ -8,11 +8,13 @@
 #define QDESK_QEMU_SPEC_H
 
 #include "host/gpu.h"
+#include "net/usernet.h"
 
 #include <limits.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #define SPEC_NAME_MAX   64
 #define SPEC_MAX_USB    8
@@ -127,6 +129,14 @@ struct spec_host {
     struct spec_file ovmf_code, ovmf_vars, aavmf_code, aavmf_vars;
     bool virgl_sdl;     /* virgl renders in an X display (SDL), not egl-headless */
     char x_display[32]; /* that X display */
+    /* net = user: passt and nft, and whether guests can be kept off the host (a
+     * firewall rule for the QEMU user needs root and a QEMU user of its own) */
+    struct spec_file passt, nft;
+    bool usernet_isolated;
+    char usernet_why[256]; /* why not */
+    char usernet_dns[USERNET_MAX_DNS][48]; /* [usernet] dns */
+    size_t n_usernet_dns;
+    char firewall_table[32]; /* [usernet] firewall_table */
 };
 
 /* One block device layer as the builder emits it. */
@@ -187,7 +197,31 @@ struct vm_spec {
     char bridge[16];
     char mac[18]; /* derived from the name: stable, unique per VM */
     int tap_fd;   /* bridge: the tap's descriptor number in QEMU */
+    struct usernet usernet; /* net = user: the helper and the firewall */
+    char net_warning[300];  /* no network was asked for, and the default one cannot
+                               keep guests off this host: why the guest has none */
 };
+
+/* Fills out with what the user should know about s (the GPU grant's and the
+ * network's warnings, joined), "" when nothing. */
+void spec_warnings(const struct vm_spec *s, char *out, size_t outsz);
+
+/* The unprivileged user QEMU (and everything started for a guest: its network
+ * helper, qemu-img on its images) runs as; set = false keeps the service's own,
+ * which is then not root. */
+struct vm_user {
+    bool set;
+    uid_t uid;
+    gid_t gid;
+    char name[64];
+};
+
+/* Looks up the QEMU user config_qemu_user() names. Refuses root and a missing
+ * account (never falling back to root), with err naming [qemu] qemu_user and the
+ * fix. Returns 0, or -1 with err. */
+struct config;
+int spec_qemu_user(const struct config *cfg, struct vm_user *user, char *err,
+                   size_t errsz);
 
 /* Checks req against the machine, the host and the limits, and fills out with the
  * resolved VM for name, running in rundir. Returns 0, or -1 with err naming the
@@ -199,11 +233,12 @@ int spec_resolve(const struct spec_request *req, const struct catalog_machine *m
                  size_t errsz);
 
 /* Fills host with this machine's facts: cores, memory, QEMU binaries, firmware,
- * and whether KVM can run guests (reading sysroot's /dev/kvm and /proc/cpuinfo;
- * with a [qemu] qemu_user, that user must be allowed to open /dev/kvm too). accel
- * is the configured mode (auto | kvm | tcg). Returns 0. */
-struct config;
-int spec_host_probe(const struct config *cfg, struct spec_host *host);
+ * whether KVM can run guests (reading sysroot's /dev/kvm and /proc/cpuinfo; the
+ * QEMU user must be allowed to open /dev/kvm too), passt and nft, and whether
+ * guests on the default network can be kept off the host. accel is the configured
+ * mode (auto | kvm | tcg). Returns 0, or -1 with err for a bad [usernet] key. */
+int spec_host_probe(const struct config *cfg, struct spec_host *host, char *err,
+                    size_t errsz);
 
 /* Fills lim from the config. */
 void spec_limits_from_config(const struct config *cfg, struct spec_limits *lim);

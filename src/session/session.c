@@ -166,16 +166,23 @@ static void end_call(struct sessions *ss, struct qmp_call *c, json_t *ret,
     free(c);
 }
 
+/* Stops watching a process descriptor and closes it. */
+static void unwatch(struct sessions *ss, int *fd)
+{
+    if (*fd < 0)
+        return;
+    loop_del_fd(ss->loop, *fd);
+    close(*fd);
+    *fd = -1;
+}
+
 static void finish(struct sessions *ss, struct session *s, enum session_state st,
                    const char *error)
 {
     while (s->calls)
         end_call(ss, s->calls, NULL, "the session ended");
-    if (s->pidfd >= 0) {
-        loop_del_fd(ss->loop, s->pidfd);
-        close(s->pidfd);
-        s->pidfd = -1;
-    }
+    unwatch(ss, &s->pidfd);
+    unwatch(ss, &s->net_pidfd);
     if (s->vm.qmp)
         loop_del_fd(ss->loop, qmp_fd(s->vm.qmp));
     loop_timer_cancel(ss->loop, s->expiry);
@@ -185,7 +192,7 @@ static void finish(struct sessions *ss, struct session *s, enum session_state st
     if (s->rundir[0])
         fs_remove_tree(s->rundir);
     alloc_release(ss->store, ss->cfg, s->id);
-    s->pid = 0;
+    s->pid = s->net_pid = 0;
     s->ended_at = now_s();
     if (error && !s->error[0])
         snprintf(s->error, sizeof(s->error), "%s", error);
@@ -243,18 +250,50 @@ static void on_pidfd(struct loop *l, int fd, uint32_t events, void *arg)
         exited(s->mgr, s);
 }
 
-/* Watches the QEMU process so its end is noticed at once, child or not. */
-static int watch_process(struct sessions *ss, struct session *s)
+/* The network helper ended while QEMU runs on: the guest has lost its network. */
+static void on_net_exit(struct loop *l, int fd, uint32_t events, void *arg)
 {
-    s->pidfd = proc_pidfd(s->vm.pid);
-    if (s->pidfd < 0)
+    (void)l;
+    (void)fd;
+    (void)events;
+    struct session *s = arg;
+    if (vm_net_alive(&s->vm))
+        return;
+    unwatch(s->mgr, &s->net_pidfd);
+    s->net_pid = 0;
+    char line[300];
+    vm_net_last_log_line(s->rundir, line, sizeof(line));
+    snprintf(s->warning, sizeof(s->warning),
+             "the network helper (passt) exited%s%s; the guest has no network",
+             line[0] ? ": " : "", line);
+    log_warn("session %s: %s", s->id, s->warning);
+    changed(s->mgr, s);
+}
+
+/* Watches pid with fd, calling cb when it ends. Returns 0, or -1. */
+static int watch_pid(struct sessions *ss, struct session *s, pid_t pid, int *fd,
+                     void (*cb)(struct loop *, int, uint32_t, void *))
+{
+    *fd = proc_pidfd(pid);
+    if (*fd < 0)
         return -1;
-    if (loop_add_fd(ss->loop, s->pidfd, EPOLLIN, on_pidfd, s) < 0) {
-        close(s->pidfd);
-        s->pidfd = -1;
+    if (loop_add_fd(ss->loop, *fd, EPOLLIN, cb, s) < 0) {
+        close(*fd);
+        *fd = -1;
         return -1;
     }
     return 0;
+}
+
+/* Watches the QEMU process so its end is noticed at once, child or not, and its
+ * network helper, whose end takes the guest's network with it. */
+static int watch_process(struct sessions *ss, struct session *s)
+{
+    s->net_pid = s->vm.net_pid;
+    s->net_start_time = s->vm.net_start_time;
+    if (s->vm.net_pid > 0)
+        watch_pid(ss, s, s->vm.net_pid, &s->net_pidfd, on_net_exit);
+    return watch_pid(ss, s, s->vm.pid, &s->pidfd, on_pidfd);
 }
 
 static void log_event(struct session *s, json_t *ev)
@@ -480,19 +519,18 @@ struct sessions *sessions_new(const struct config *cfg, struct loop *loop,
                  cfg->qemu_img[0] ? " at " : "", cfg->qemu_img);
         goto fail;
     }
-    if (cfg->qemu_user[0]) {
-        if (proc_lookup_user(cfg->qemu_user, &ss->user.uid, &ss->user.gid, err, errsz) <
-            0)
-            goto fail;
-        ss->user.set = true;
-    }
+    if (spec_qemu_user(cfg, &ss->user, err, errsz) < 0)
+        goto fail;
     snprintf(ss->runbase, sizeof(ss->runbase), "%s/run", cfg->state);
     int rc = fs_mkdir_p(ss->runbase, 0755);
     if (rc < 0) {
         snprintf(err, errsz, "cannot create %s: %s", ss->runbase, strerror(-rc));
         goto fail;
     }
-    spec_host_probe(cfg, &ss->host);
+    if (vm_check_runbase(&ss->user, ss->runbase, err, errsz) < 0)
+        goto fail;
+    if (spec_host_probe(cfg, &ss->host, err, errsz) < 0)
+        goto fail;
     spec_limits_from_config(cfg, &ss->limits);
     refresh_catalog(ss);
     if (!ss->catalog) {
@@ -509,10 +547,8 @@ fail:
 
 static void free_session(struct sessions *ss, struct session *s)
 {
-    if (s->pidfd >= 0) {
-        loop_del_fd(ss->loop, s->pidfd);
-        close(s->pidfd);
-    }
+    unwatch(ss, &s->pidfd);
+    unwatch(ss, &s->net_pidfd);
     if (s->vm.qmp) {
         loop_del_fd(ss->loop, qmp_fd(s->vm.qmp));
         qmp_close(s->vm.qmp);
@@ -688,7 +724,7 @@ int sessions_create(struct sessions *ss, const char *owner,
         (struct create_job){.ss = ss, .s = s, .done = done, .arg = arg, .user = ss->user};
     argv_init(&j->argv);
     snprintf(j->qemu_img, sizeof(j->qemu_img), "%s", ss->qemu_img);
-    s->pidfd = -1;
+    s->pidfd = s->net_pidfd = -1;
     random_id(s->id, sizeof(s->id));
     snprintf(s->rundir, sizeof(s->rundir), "%s/%s", ss->runbase, s->id);
 
@@ -723,7 +759,7 @@ int sessions_create(struct sessions *ss, const char *owner,
         create_job_free(j);
         return -1;
     }
-    snprintf(s->warning, sizeof(s->warning), "%s", spec->gpu_grant.warning);
+    spec_warnings(spec, s->warning, sizeof(s->warning));
     s->pin_cpus = spec->pin_cpus;
 
     snprintf(s->machine, sizeof(s->machine), "%s", m->name);
@@ -763,8 +799,15 @@ static void reconcile_one(struct session *s, void *arg)
     add(ss, s);
     if (!session_state_live(s->state))
         return;
-    if (s->pid > 0 && vm_adopt(&s->vm, s->rundir, s->pid, s->start_time) == 0 &&
+    int net_pid = s->net_pid;
+    if (s->pid > 0 &&
+        vm_adopt(&s->vm, s->rundir, s->pid, s->start_time, s->net_pid,
+                 s->net_start_time) == 0 &&
         watch_process(ss, s) == 0) {
+        if (net_pid > 0 && s->vm.net_pid <= 0)
+            log_warn("session %s: its network helper (pid %d) ended while the service "
+                     "was down",
+                     s->id, net_pid);
         log_info("session %s: reattached to pid %d (%s)", s->id, s->pid,
                  session_state_name(s->state));
         arm_expiry(ss, s);

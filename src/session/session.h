@@ -75,6 +75,8 @@ struct session {
     char rundir[PATH_MAX];
     int pid;
     uint64_t start_time;
+    int net_pid; /* the network helper (passt) beside QEMU; 0: none */
+    uint64_t net_start_time;
     char error[512];        /* why it failed, for the user */
     char gpu[80];           /* what the user asked for, e.g. "virgl" */
     unsigned viewers_total; /* connections ever admitted (a one-shot link admits one) */
@@ -85,6 +87,7 @@ struct session {
     struct sessions *mgr; /* the manager that owns it */
     struct vm vm;
     int pidfd;
+    int net_pidfd; /* the network helper's: its end is noticed and told */
     struct loop_timer *expiry; /* stops the session at expires_at */
     struct loop_timer *poll;   /* start-up: waits for QMP; stopping: escalates */
     uint64_t start_deadline;   /* monotonic ms: QMP must answer by then */

@@ -59,6 +59,9 @@ static const char *const migrations[] = {
     "  session_id TEXT NOT NULL,"
     "  data TEXT NOT NULL DEFAULT '',"
     "  PRIMARY KEY (kind, unit));",
+    /* 2: the network helper (passt) of a session on the default network */
+    "ALTER TABLE sessions ADD COLUMN net_pid INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE sessions ADD COLUMN net_start_time INTEGER NOT NULL DEFAULT 0;",
 };
 
 static int exec(struct store *st, const char *sql)
@@ -192,8 +195,9 @@ int store_session_save(struct store *st, const struct session *s)
         "INSERT OR REPLACE INTO sessions (id, state, machine, owner, cpus, memory_mb, "
         "created_at, expires_at, ended_at, control_token, view_token, oneshot, "
         "persistent, "
-        "rundir, pid, start_time, error, gpu, admitted, warning, pin_cpus) "
-        "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)");
+        "rundir, pid, start_time, error, gpu, admitted, warning, pin_cpus, net_pid, "
+        "net_start_time) "
+        "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)");
     if (!q)
         return -1;
     sqlite3_bind_text(q, 1, s->id, -1, SQLITE_STATIC);
@@ -217,6 +221,8 @@ int store_session_save(struct store *st, const struct session *s)
     sqlite3_bind_int64(q, 19, s->viewers_total);
     sqlite3_bind_text(q, 20, s->warning, -1, SQLITE_STATIC);
     sqlite3_bind_int(q, 21, s->pin_cpus);
+    sqlite3_bind_int64(q, 22, s->net_pid);
+    sqlite3_bind_int64(q, 23, (sqlite3_int64)s->net_start_time);
     return finish(st, q);
 }
 
@@ -235,7 +241,8 @@ int store_sessions_load(struct store *st, void (*cb)(struct session *s, void *ar
     sqlite3_stmt *q = prepare(
         st, "SELECT id, state, machine, owner, cpus, memory_mb, created_at, expires_at, "
             "ended_at, control_token, view_token, oneshot, persistent, rundir, pid, "
-            "start_time, error, gpu, admitted, warning, pin_cpus FROM sessions "
+            "start_time, error, gpu, admitted, warning, pin_cpus, net_pid, "
+            "net_start_time FROM sessions "
             "ORDER BY created_at, id");
     if (!q)
         return -1;
@@ -268,7 +275,9 @@ int store_sessions_load(struct store *st, void (*cb)(struct session *s, void *ar
         s->viewers_total = (unsigned)sqlite3_column_int64(q, 18);
         text(q, 19, s->warning, sizeof(s->warning));
         s->pin_cpus = sqlite3_column_int(q, 20) != 0;
-        s->pidfd = -1;
+        s->net_pid = (int)sqlite3_column_int64(q, 21);
+        s->net_start_time = (uint64_t)sqlite3_column_int64(q, 22);
+        s->pidfd = s->net_pidfd = -1;
         cb(s, arg);
         n++;
     }

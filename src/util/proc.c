@@ -139,6 +139,19 @@ pid_t proc_spawn(const struct proc_spawn *s, char *err, size_t errsz)
     return pid;
 }
 
+int proc_spawn_as(struct proc_spawn *s, uid_t uid, gid_t gid, gid_t *groups)
+{
+    int n = proc_user_groups(uid, gid, groups, PROC_GROUPS_MAX);
+    if (n < 0)
+        return -1;
+    s->drop_privileges = true;
+    s->uid = uid;
+    s->gid = gid;
+    s->groups = groups;
+    s->n_groups = (size_t)n;
+    return 0;
+}
+
 int proc_lookup_user(const char *name, uid_t *uid, gid_t *gid, char *err, size_t errsz)
 {
     struct passwd pw, *found = NULL;
@@ -168,19 +181,65 @@ int proc_user_groups(uid_t uid, gid_t gid, gid_t *groups, size_t max)
     return getgrouplist(found->pw_name, gid, groups, &n) < 0 ? -1 : n;
 }
 
-bool proc_may_read_write(const struct stat *st, uid_t uid, const gid_t *groups,
-                         size_t n_groups)
+/* The permission check of access(2) for mode (R_OK | W_OK | X_OK bits), from st's
+ * owner, group and bits alone. */
+static bool may(const struct stat *st, uid_t uid, const gid_t *groups, size_t n_groups,
+                int mode)
 {
-    const mode_t rw_user = S_IRUSR | S_IWUSR, rw_group = S_IRGRP | S_IWGRP,
-                 rw_other = S_IROTH | S_IWOTH;
+    mode_t want = (mode_t)(mode & 7);
     if (uid == 0)
         return true;
     if (st->st_uid == uid)
-        return (st->st_mode & rw_user) == rw_user;
+        return ((st->st_mode >> 6) & want) == want;
     for (size_t i = 0; i < n_groups; i++)
         if (groups[i] == st->st_gid)
-            return (st->st_mode & rw_group) == rw_group;
-    return (st->st_mode & rw_other) == rw_other;
+            return ((st->st_mode >> 3) & want) == want;
+    return (st->st_mode & want) == want;
+}
+
+bool proc_may_read_write(const struct stat *st, uid_t uid, const gid_t *groups,
+                         size_t n_groups)
+{
+    return may(st, uid, groups, n_groups, R_OK | W_OK);
+}
+
+bool proc_user_may(const char *path, uid_t uid, gid_t gid, int mode, char *why,
+                   size_t whysz)
+{
+    gid_t groups[PROC_GROUPS_MAX];
+    int n = proc_user_groups(uid, gid, groups, PROC_GROUPS_MAX);
+    char part[PATH_MAX];
+    struct stat st;
+    if (n < 0)
+        n = 0;
+    if (snprintf(part, sizeof(part), "%s", path) >= (int)sizeof(part)) {
+        snprintf(why, whysz, "%s: path too long", path);
+        return false;
+    }
+    /* each directory from the root down, then the path itself */
+    for (char *slash = part; slash;) {
+        slash = strchr(slash + 1, '/');
+        if (slash)
+            *slash = 0;
+        bool last = !slash;
+        int want = last ? mode : X_OK;
+        if (part[0] && stat(part, &st) < 0) {
+            snprintf(why, whysz, "%s: %s", part, strerror(errno));
+            return false;
+        }
+        if (part[0] && !may(&st, uid, groups, (size_t)n, want)) {
+            snprintf(why, whysz, "%s (mode %04o, owner %u:%u) does not let it %s", part,
+                     (unsigned)(st.st_mode & 07777), (unsigned)st.st_uid,
+                     (unsigned)st.st_gid,
+                     !last || !(want & (R_OK | W_OK)) ? "enter"
+                     : want & W_OK                    ? "write"
+                                                      : "read");
+            return false;
+        }
+        if (slash)
+            *slash = '/';
+    }
+    return true;
 }
 
 uint64_t proc_now_ms(void)

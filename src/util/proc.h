@@ -34,6 +34,11 @@ struct proc_spawn {
  * a failed exec in the child) in err. */
 pid_t proc_spawn(const struct proc_spawn *s, char *err, size_t errsz);
 
+/* Makes s drop to uid and gid with the groups of that account (what a login would
+ * give: kvm, render, ...), kept in groups (room for PROC_GROUPS_MAX), which must
+ * live as long as s. Returns 0, or -1 when the account is in more groups. */
+int proc_spawn_as(struct proc_spawn *s, uid_t uid, gid_t gid, gid_t *groups);
+
 /* Looks up a user by name for spawn's privilege drop. Returns 0, or -1 with err. */
 int proc_lookup_user(const char *name, uid_t *uid, gid_t *gid, char *err, size_t errsz);
 
@@ -49,6 +54,13 @@ int proc_user_groups(uid_t uid, gid_t gid, gid_t *groups, size_t max);
  * the process falls in first. POSIX ACLs are not read. */
 bool proc_may_read_write(const struct stat *st, uid_t uid, const gid_t *groups,
                          size_t n_groups);
+
+/* Returns true when a process running as uid (with the groups the account has)
+ * may reach path and use it as mode says (R_OK, W_OK, X_OK bits of access(2), by
+ * the same rules): every directory above it must be searchable. Otherwise fills
+ * why with the directory or file in the way, its mode and owner. */
+bool proc_user_may(const char *path, uid_t uid, gid_t gid, int mode, char *why,
+                   size_t whysz);
 
 /* Runs argv to completion within timeout_ms, capturing at most max_out bytes of its
  * standard output into a newly allocated *out (the caller frees it; may be NULL

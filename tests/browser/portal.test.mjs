@@ -79,6 +79,9 @@ class Service {
     async start() {
         // Short paths: unix socket names have a length limit.
         this.dir = fs.mkdtempSync('/tmp/qd-br-');
+        fs.chmodSync(this.dir, 0o755); // QEMU runs as qdesk-qemu: it must reach its files
+        // the nftables table keeping this service's guests off the host, removed with it
+        this.table = `qdt_br_${process.pid}`;
         this.state = path.join(this.dir, 'state');
         fs.mkdirSync(this.state);
         this.port = await freePort();
@@ -89,7 +92,8 @@ class Service {
             '[server]', `listen = 127.0.0.1:${this.port}`, `www = ${path.join(ROOT, 'www')}`,
             '[auth]', 'auth = local',
             '[paths]', `machines = ${MACHINES}`, `state = ${this.state}`,
-            '[qemu]', 'stop_grace_s = 10s', '[sessions]', 'max_lifetime_s = 2d',
+            '[qemu]', 'stop_grace_s = 10s', '[usernet]', `firewall_table = ${this.table}`,
+            '[sessions]', 'max_lifetime_s = 2d',
             '[limits]', 'max_load_per_core = 100', 'min_mem_available_mb = 64M',
             'max_sessions_per_user = 8', 'user_memory_fraction = 0.9', ''].join('\n'));
         for (const [u, admin] of [[USER, false], [ADMIN, true]]) {
@@ -149,6 +153,7 @@ class Service {
                 try { process.kill(Number(pid), 'SIGKILL'); } catch { /* gone */ }
             }
         }
+        spawnSync('nft', ['delete', 'table', 'inet', this.table]);
         fs.rmSync(this.dir, { recursive: true, force: true });
     }
 }

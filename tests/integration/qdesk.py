@@ -95,6 +95,20 @@ def process_gone(pid):
         return True
 
 
+def tmpdir(prefix):
+    """A new directory under /tmp that QEMU's own user (qdesk-qemu, never root) may
+    enter, as it must to reach its run directory and the images."""
+    d = tempfile.mkdtemp(prefix=prefix, dir="/tmp")
+    os.chmod(d, 0o755)
+    return d
+
+
+def drop_firewall_table(table):
+    """Removes an nftables table a test's qdesk made (there is none when no guest
+    ran on the default network)."""
+    subprocess.run(["nft", "delete", "table", "inet", table], capture_output=True)
+
+
 def leftovers(state):
     """What is left in the run directories of a state directory."""
     run = os.path.join(state, "run")
@@ -108,9 +122,12 @@ class Service:
 
     def __init__(self, conf="", machines=MACHINES, name="svc", tls=False):
         # Short paths: unix socket names have a length limit.
-        self.dir = tempfile.mkdtemp(prefix=f"qd-{name}-", dir="/tmp")
+        self.dir = tmpdir(f"qd-{name}-")
         self.state = os.path.join(self.dir, "state")
         self.port = free_port()
+        # the nftables table that keeps this service's guests off the host: one of
+        # its own, removed with it
+        self.table = f"qdt_{os.getpid()}_{os.path.basename(self.dir)[-8:].replace('-', '_')}"
         self.tls = tls
         self.base = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         self.conf = os.path.join(self.dir, "qdesk.conf")
@@ -120,6 +137,7 @@ class Service:
                     f"www = {os.path.join(ROOT, 'www')}\n"
                     f"[paths]\nmachines = {machines}\nstate = {self.state}\n"
                     f"[qemu]\nstop_grace_s = 10s\n"
+                    f"[usernet]\nfirewall_table = {self.table}\n"
                     f"[limits]\nmax_load_per_core = 100\nmin_mem_available_mb = 64M\n"
                     f"max_sessions_per_user = 8\nuser_memory_fraction = 0.9\n")
             if tls:  # a throw-away self-signed certificate
@@ -141,7 +159,7 @@ class Service:
         log = open(self.logpath, "a")
         self.proc = subprocess.Popen([QDESK, "-c", self.conf, "serve"], stdout=log,
                                      stderr=subprocess.STDOUT, start_new_session=True)
-        eventually(lambda: self.get("/healthz")[0] == 200 or self.proc.poll() is not None,
+        eventually(lambda: self.proc.poll() is not None or self.get("/healthz")[0] == 200,
                    10, "the service to answer /healthz")
         if self.proc.poll() is not None:
             raise AssertionError(f"qdesk serve exited: {self.log()}")
@@ -168,6 +186,7 @@ class Service:
                 eventually(lambda: not self.live_sessions(), 40, "every session to stop")
             finally:
                 self.stop()
+        drop_firewall_table(self.table)
         shutil.rmtree(self.dir, ignore_errors=True)
 
     # -- HTTP --

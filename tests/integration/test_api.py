@@ -8,11 +8,10 @@ import os
 import shutil
 import signal
 import subprocess
-import tempfile
 import threading
 import time
 
-from qdesk import Pool, eventually, leftovers, run_tests
+from qdesk import Pool, eventually, leftovers, run_tests, tmpdir
 
 pool = Pool()
 service = pool.service
@@ -421,7 +420,7 @@ def metrics_answer_admins_this_host_and_scrapers_with_the_token():
 
 @pool.test
 def health_fails_when_the_catalogue_cannot_be_read():
-    cat = tempfile.mkdtemp(prefix="qd-cat-", dir="/tmp")
+    cat = tmpdir("qd-cat-")
     try:
         svc = service(machines=cat, name="health")
         assert svc.get("/healthz")[0] == 200

@@ -7,10 +7,9 @@ import json
 import os
 import shutil
 import subprocess
-import tempfile
 import time
 
-from qdesk import QDESK, Pool, eventually, leftovers, run_tests
+from qdesk import QDESK, Pool, eventually, leftovers, run_tests, tmpdir
 
 pool = Pool()
 service = pool.service
@@ -80,7 +79,7 @@ def guest_ram_from_hugepages_is_reserved_and_given_back():
     def pages(name):
         return int(open(f"{pool_dir}/{name}").read())
     before, free_before = pages("nr_hugepages"), pages("free_hugepages")
-    cat = tempfile.mkdtemp(prefix="qd-hcat-", dir="/tmp")
+    cat = tmpdir("qd-hcat-")
     try:
         for f in ("demo-kernel.vmlinux", "demo-kernel.initrd"):  # links out are refused
             shutil.copy(os.path.join(os.path.dirname(__file__), "..", "..", "machines", f),
@@ -106,7 +105,7 @@ def guest_ram_from_hugepages_is_reserved_and_given_back():
 
 @pool.test
 def pinned_vcpus_run_on_their_own_cpu():
-    cat = tempfile.mkdtemp(prefix="qd-pcat-", dir="/tmp")
+    cat = tmpdir("qd-pcat-")
     machines = os.path.join(os.path.dirname(__file__), "..", "..", "machines")
     for f in ("demo-kernel.vmlinux", "demo-kernel.initrd"):
         shutil.copy(os.path.join(machines, f), os.path.join(cat, f))

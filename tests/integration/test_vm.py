@@ -16,12 +16,12 @@ import subprocess
 import tempfile
 import time
 
-from qdesk import (MACHINES, QDESK, Service, leftovers, png_pixels, process_gone, run_tests,
-                   test)
+from qdesk import (MACHINES, QDESK, Service, drop_firewall_table, leftovers, png_pixels,
+                   process_gone, run_tests, test, tmpdir)
 
-WORK = tempfile.mkdtemp(prefix="qd-vm-", dir="/tmp")
-os.chmod(WORK, 0o755)  # QEMU may run as another user: it must reach the files
+WORK = tmpdir("qd-vm-")  # QEMU runs as qdesk-qemu: it must reach the files
 CAT = os.path.join(WORK, "machines")
+TABLE = f"qdt_vm_{os.getpid()}"  # the runs' firewall table, removed at the end
 os.makedirs(CAT)
 ISO = os.path.join(MACHINES, "demo.iso")
 FORMATS = {"qcow2": "qcow2", "raw": "raw", "vmdk": "vmdk", "vdi": "vdi", "vhdx": "vhdx",
@@ -54,6 +54,7 @@ def config(extra="", grace="15s"):
     path = os.path.join(d, "qdesk.conf")
     with open(path, "w") as f:
         f.write(f"[paths]\nmachines = {CAT}\nstate = {d}/state\n"
+                f"[usernet]\nfirewall_table = {TABLE}\n"
                 f"[qemu]\nstop_grace_s = {grace}\n{extra}")
     return path, os.path.join(d, "state")
 
@@ -323,6 +324,58 @@ def qemu_runs_as_the_configured_user():
     run_and_stop("demo-kernel", extra="qemu_user = nobody\n", stop=check)
 
 
+def uid_of(pid):
+    status = {l.split(":")[0]: l.split()[1:] for l in open(f"/proc/{pid}/status")}
+    return int(status["Uid"][0]), [int(u) for u in status["Uid"]]
+
+
+@test
+def qemu_never_runs_as_root():
+    # qdesk runs as root with [qemu] qemu_user empty: QEMU runs as qdesk-qemu
+    qemu_user = pwd.getpwnam("qdesk-qemu")
+    assert os.geteuid() == 0, "this test runs qdesk as root"
+
+    def check(r, pid):
+        _, uids = uid_of(pid)
+        assert uids == [qemu_user.pw_uid] * 4, f"QEMU runs as {uids}, not qdesk-qemu"
+        assert os.stat(rundir_of(r)).st_uid == qemu_user.pw_uid
+        interrupt(r, pid)
+    run_and_stop("demo-kernel", stop=check)
+
+
+def without_qemu_user(*cmd):
+    """Runs cmd where the account qdesk-qemu does not exist: in a mount namespace of
+    its own whose /etc/passwd and /etc/group lack it."""
+    d = tmpdir("qd-nouser-")
+    try:
+        for f in ("passwd", "group"):
+            with open(f"/etc/{f}") as src, open(f"{d}/{f}", "w") as dst:
+                dst.writelines(l for l in src if not l.startswith("qdesk-qemu:"))
+        script = (f"mount --bind {d}/passwd /etc/passwd && "
+                  f"mount --bind {d}/group /etc/group && exec \"$@\"")
+        return subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c",
+                               script, "sh", *cmd], capture_output=True, text=True,
+                              timeout=30)
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+@test
+def a_missing_qemu_user_is_refused_never_root():
+    conf, state = config()
+    want = ("[qemu] qemu_user is empty and qdesk runs as root, so QEMU would run as "
+            "qdesk-qemu, but user 'qdesk-qemu' does not exist; create it with scripts/deps")
+    r = without_qemu_user(QDESK, "-c", conf, "run", "demo-kernel")
+    assert r.returncode == 1 and want in r.stderr, (r.returncode, r.stderr)
+    r = without_qemu_user(QDESK, "-c", conf, "serve")
+    assert r.returncode == 1 and want in r.stderr, (r.returncode, r.stderr)
+    assert leftovers(state) == []
+    # nor may it be configured to be root
+    r = Run("demo-kernel", extra="qemu_user = root\n")
+    rc, err = r.finish(timeout=20)
+    assert rc == 1 and "'root' is root, and QEMU never runs as root" in err, err
+
+
 @test
 def qemu_that_fails_to_start_leaves_nothing():
     # /bin/false stands where QEMU should be: the overlay is made, then QEMU fails.
@@ -405,6 +458,7 @@ def screendump_through_qmp_is_the_desktop():
 
 
 def teardown():
+    drop_firewall_table(TABLE)
     shutil.rmtree(WORK, ignore_errors=True)
 
 

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include <cmocka.h>
 
 static char err[1024];
@@ -257,23 +258,73 @@ static void kvm_only_for_a_qemu_user_that_may_open_it(void **state)
     struct spec_host h;
     config_defaults(&cfg);
     snprintf(cfg.sysroot, sizeof(cfg.sysroot), "%s", root);
-    spec_host_probe(&cfg, &h);
-    assert_true(h.kvm_usable); /* the service itself may open it */
+    assert_int_equal(spec_host_probe(&cfg, &h, err, sizeof(err)), 0);
+    if (geteuid() == 0) { /* QEMU never runs as root: it is qdesk-qemu's to open */
+        assert_false(h.kvm_usable);
+        assert_non_null(strstr(h.kvm_why, "QEMU's user qdesk-qemu"));
+    } else {
+        assert_true(h.kvm_usable); /* the service's own user runs QEMU */
+    }
     snprintf(cfg.qemu_user, sizeof(cfg.qemu_user), "nobody");
-    spec_host_probe(&cfg, &h);
+    spec_host_probe(&cfg, &h, err, sizeof(err));
     assert_false(h.kvm_usable);
     assert_non_null(strstr(h.kvm_why, "QEMU's user nobody ([qemu] qemu_user) may not "
                                       "open"));
     assert_non_null(strstr(h.kvm_why, "(mode 600, group"));
     assert_int_equal(chmod(path, 0666), 0);
-    spec_host_probe(&cfg, &h);
+    spec_host_probe(&cfg, &h, err, sizeof(err));
     assert_true(h.kvm_usable);
     snprintf(cfg.qemu_user, sizeof(cfg.qemu_user), "no-such-user");
-    spec_host_probe(&cfg, &h);
+    spec_host_probe(&cfg, &h, err, sizeof(err));
     assert_false(h.kvm_usable);
     assert_string_equal(h.kvm_why,
                         "[qemu] qemu_user: user 'no-such-user' does not exist");
     assert_int_equal(fs_remove_tree(root), 0);
+}
+
+/* QEMU never runs as root: not by default, not by configuration. */
+static void the_qemu_user_is_never_root(void **state)
+{
+    (void)state;
+    struct config cfg;
+    struct vm_user u;
+    config_defaults(&cfg);
+    snprintf(cfg.qemu_user, sizeof(cfg.qemu_user), "root");
+    assert_int_equal(spec_qemu_user(&cfg, &u, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "'root' is root, and QEMU never runs as root"));
+    assert_false(u.set);
+    snprintf(cfg.qemu_user, sizeof(cfg.qemu_user), "nobody");
+    assert_int_equal(spec_qemu_user(&cfg, &u, err, sizeof(err)), 0);
+    assert_true(u.set && u.uid != 0);
+    assert_string_equal(u.name, "nobody");
+    snprintf(cfg.qemu_user, sizeof(cfg.qemu_user), "no-such-user");
+    assert_int_equal(spec_qemu_user(&cfg, &u, err, sizeof(err)), -1);
+    assert_string_equal(err, "[qemu] qemu_user: user 'no-such-user' does not exist");
+    cfg.qemu_user[0] = 0;
+    assert_string_equal(config_qemu_user(&cfg), geteuid() == 0 ? "qdesk-qemu" : "");
+}
+
+/* [usernet] keys are checked when the host is probed, naming the key. */
+static void usernet_keys_are_checked(void **state)
+{
+    (void)state;
+    struct config cfg;
+    struct spec_host h;
+    config_defaults(&cfg);
+    snprintf(cfg.sysroot, sizeof(cfg.sysroot), "/nonexistent");
+    snprintf(cfg.dns, sizeof(cfg.dns), "9.9.9.9, 2620:fe::fe");
+    assert_int_equal(spec_host_probe(&cfg, &h, err, sizeof(err)), 0);
+    assert_int_equal(h.n_usernet_dns, 2);
+    assert_string_equal(h.usernet_dns[1], "2620:fe::fe");
+    assert_string_equal(h.firewall_table, "qdesk");
+    snprintf(cfg.dns, sizeof(cfg.dns), "9.9.9.9 resolver.example");
+    assert_int_equal(spec_host_probe(&cfg, &h, err, sizeof(err)), -1);
+    assert_string_equal(err,
+                        "[usernet] dns: 'resolver.example' is not an IPv4 or IPv6 address");
+    cfg.dns[0] = 0;
+    snprintf(cfg.firewall_table, sizeof(cfg.firewall_table), "qdesk; flush ruleset");
+    assert_int_equal(spec_host_probe(&cfg, &h, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "[usernet] firewall_table: 'qdesk; flush ruleset' must be"));
 }
 
 static void macs_are_stable_and_distinct(void **state)
@@ -327,6 +378,8 @@ int main(void)
         cmocka_unit_test(request_beats_sidecar_beats_service),
         cmocka_unit_test(accelerator_choice),
         cmocka_unit_test(kvm_only_for_a_qemu_user_that_may_open_it),
+        cmocka_unit_test(the_qemu_user_is_never_root),
+        cmocka_unit_test(usernet_keys_are_checked),
         cmocka_unit_test(macs_are_stable_and_distinct),
         cmocka_unit_test(iso_gets_a_data_disk),
     };

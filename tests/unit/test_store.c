@@ -49,7 +49,7 @@ static void sessions_round_trip(void **state)
     char err[256];
     struct store *st = store_open(db, err, sizeof(err));
     assert_non_null(st);
-    assert_int_equal(store_schema_version(st), 1);
+    assert_int_equal(store_schema_version(st), 2);
     struct stat sb;
     assert_int_equal(stat(db, &sb), 0);
     assert_int_equal(sb.st_mode & 0777, 0600); /* it holds share tokens */
@@ -62,6 +62,8 @@ static void sessions_round_trip(void **state)
                         .oneshot = true,
                         .pid = 4242,
                         .start_time = 987654321,
+                        .net_pid = 4243,
+                        .net_start_time = 987654322,
                         .viewers_total = 1};
     snprintf(s.id, sizeof(s.id), "0123456789abcdef");
     snprintf(s.machine, sizeof(s.machine), "demo");
@@ -84,6 +86,8 @@ static void sessions_round_trip(void **state)
     assert_string_equal(l->owner, "alice");
     assert_int_equal(l->pid, 4242);
     assert_int_equal(l->start_time, 987654321);
+    assert_int_equal(l->net_pid, 4243); /* its network helper, killed with it */
+    assert_int_equal(l->net_start_time, 987654322);
     assert_true(l->oneshot);
     assert_int_equal(l->viewers_total, 1);
     assert_string_equal(l->gpu, "virgl");
@@ -181,7 +185,7 @@ static void database_is_wal_and_refuses_a_newer_schema(void **state)
     sql("PRAGMA user_version = 99", got, sizeof(got));
     assert_null(store_open(db, err, sizeof(err)));
     assert_string_equal(err,
-                        "the state database has schema 99, newer than this qdesk (1)");
+                        "the state database has schema 99, newer than this qdesk (2)");
     sql("PRAGMA user_version", got, sizeof(got));
     assert_string_equal(got, "99");
 }
