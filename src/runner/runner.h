@@ -163,6 +163,7 @@ struct runner_ops {
     /* Returns 0 (events follow), or -1 with err. */
     int (*start)(struct runner_vm *vm, char *err, size_t errsz);
     void (*stop)(struct runner_vm *vm, unsigned grace_s, bool hurry);
+    /* After release no callback of vm's (events, display, screenshot) is called. */
     void (*release)(struct runner_vm *vm);
 
     /* Returns the VM found again from p (events follow, starting with its state now),
@@ -170,10 +171,11 @@ struct runner_ops {
     struct runner_vm *(*reattach)(struct runner *r, const struct runner_placement *p,
                                   const struct runner_events *ev, char *why,
                                   size_t whysz);
-    /* Removes what the runner holds for sessions that live() says are not live.
-     * Returns how many it removed. */
-    int (*sweep)(struct runner *r, bool (*live)(const char *session_id, void *arg),
-                 void *arg);
+    /* Removes what the runner holds for sessions that live() says are not live
+     * (logging each). It may do so later (kubevirt: once its first list of the
+     * cluster's VMIs is in), so live and arg must stay valid while r lives. */
+    void (*sweep)(struct runner *r, bool (*live)(const char *session_id, void *arg),
+                  void *arg);
 
     /* Returns 0 (cb follows), or -1 with err (cb not called). */
     int (*open_display)(struct runner_vm *vm, runner_display_cb cb, void *arg, char *err,
