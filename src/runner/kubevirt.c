@@ -76,9 +76,8 @@ struct kv_runner {
     int notes[2]; /* watch thread -> loop: pointers to struct note */
     int wake[2];  /* loop -> watch thread: wake from a back-off */
 
-    bool (*live)(const char *id, void *arg); /* sweep, once the first list is in */
+    bool (*live)(const char *id, void *arg); /* which sessions are live (sweep) */
     void *live_arg;
-    bool swept;
 
     struct runner_capacity cap;
     struct loop_timer *quota_timer;
@@ -272,6 +271,7 @@ struct job {
     unsigned grace;
     char err[600];
     struct k8s_response resp;
+    struct k8s_response resp2; /* sweep: the Secrets */
     /* screenshot / display */
     void *cb;
     void *cb_arg;
@@ -479,8 +479,6 @@ static void *watch_main(void *arg)
     return NULL;
 }
 
-static void sweep_now(struct kv_runner *r, json_t *names);
-
 /* On the loop: what the watch thread saw. */
 static void on_notes(struct loop *l, int fd, uint32_t events, void *arg)
 {
@@ -506,8 +504,6 @@ static void on_notes(struct loop *l, int fd, uint32_t events, void *arg)
                 if (!listed && v->created && v->created_ms && v->created_ms < n->list_ms)
                     gone(v);
             }
-            if (r->live && !r->swept)
-                sweep_now(r, n->obj);
         }
         json_decref(n->obj);
         free(n);
@@ -712,16 +708,18 @@ static struct runner_vm *kv_reattach(struct runner *rr, const struct runner_plac
 /* Deletes the labelled VMIs (and their Secrets) no live session owns. */
 static void sweep_now(struct kv_runner *r, json_t *names)
 {
-    r->swept = true;
     size_t i;
     json_t *s;
     json_array_foreach(names, i, s)
     {
         const char *name = json_string_value(s);
-        if (strncmp(name, "qdesk-", 6) != 0 || find_vm(r, name) ||
+        bool twice = false; /* a VMI and its Secret share the name */
+        for (size_t k = 0; k < i && !twice; k++)
+            twice = !strcmp(json_string_value(json_array_get(names, k)), name);
+        if (twice || strncmp(name, "qdesk-", 6) != 0 || find_vm(r, name) ||
             r->live(name + 6, r->live_arg))
             continue;
-        log_warn("kubevirt %s: removing VMI %s/%s: no session owns it", r->cfg.name,
+        log_warn("kubevirt %s: removing %s/%s: no session owns it", r->cfg.name,
                  r->cfg.ns, name);
         struct runner_vm tmp = {.r = r};
         snprintf(tmp.name, sizeof(tmp.name), "%s", name);
@@ -730,13 +728,66 @@ static void sweep_now(struct kv_runner *r, json_t *names)
     }
 }
 
+/* The labelled VMIs now, for the sweep. */
+static void sweep_run(void *arg)
+{
+    struct job *j = arg;
+    char path[512];
+    snprintf(path, sizeof(path),
+             "/apis/kubevirt.io/v1/namespaces/%s/virtualmachineinstances?labelSelector=%s",
+             j->ns, SELECTOR);
+    j->rc = k8s_request(j->r->k8s, "GET", path, NULL, NULL, &j->resp, j->err,
+                        sizeof(j->err));
+    if (j->rc == 0 && j->resp.status != 200) {
+        k8s_error(&j->resp, j->err, sizeof(j->err));
+        j->rc = -1;
+    }
+    /* a Secret whose VMI was never made (qdesk died between the two) */
+    secret_path(j->ns, NULL, path, sizeof(path));
+    snprintf(path + strlen(path), sizeof(path) - strlen(path), "?labelSelector=%s",
+             SELECTOR);
+    char err[256];
+    if (j->rc == 0 &&
+        k8s_request(j->r->k8s, "GET", path, NULL, NULL, &j->resp2, err, sizeof(err)) < 0)
+        memset(&j->resp2, 0, sizeof(j->resp2));
+}
+
+static void sweep_done(void *arg)
+{
+    struct job *j = arg;
+    struct kv_runner *r = j->r;
+    if (j->rc < 0) {
+        log_warn("kubevirt %s: listing VMIs to sweep: %s", r->cfg.name, j->err);
+    } else {
+        json_t *names = json_array();
+        size_t i;
+        json_t *item;
+        for (int k = 0; k < 2; k++) {
+            json_t *items = json_object_get((k ? &j->resp2 : &j->resp)->body, "items");
+            json_array_foreach(items, i, item)
+            {
+                if (vmi_name(item))
+                    json_array_append_new(names, json_string(vmi_name(item)));
+            }
+        }
+        sweep_now(r, names);
+        json_decref(names);
+    }
+    k8s_response_free(&j->resp);
+    k8s_response_free(&j->resp2);
+    free(j);
+}
+
 static void kv_sweep(struct runner *rr, bool (*live)(const char *session_id, void *arg),
                      void *arg)
 {
     struct kv_runner *r = kv_of(rr);
     r->live = live;
     r->live_arg = arg;
-    r->swept = false; /* done when the next list is in */
+    struct runner_vm tmp = {.r = r};
+    snprintf(tmp.ns, sizeof(tmp.ns), "%s", r->cfg.ns);
+    if (submit(r, &tmp, 0, sweep_run, sweep_done, 0, NULL, NULL) < 0)
+        log_warn("kubevirt %s: cannot queue the sweep", r->cfg.name);
 }
 
 /* ---- display ------------------------------------------------------------------------- */

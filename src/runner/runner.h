@@ -172,8 +172,8 @@ struct runner_ops {
                                   const struct runner_events *ev, char *why,
                                   size_t whysz);
     /* Removes what the runner holds for sessions that live() says are not live
-     * (logging each). It may do so later (kubevirt: once its first list of the
-     * cluster's VMIs is in), so live and arg must stay valid while r lives. */
+     * (logging each). It may do so later (kubevirt: when its list of the cluster's
+     * VMIs comes back), so live and arg must stay valid while r lives. */
     void (*sweep)(struct runner *r, bool (*live)(const char *session_id, void *arg),
                   void *arg);
 
