@@ -52,8 +52,9 @@
  *                 view-only filter and continuous updates are unchanged: they parse
  *                 the RFB on this stream, whatever is behind it.
  *   screenshot    PNG bytes (local: QMP screendump; kubevirt: vnc/screenshot).
- *   serial        the console so far (local: serial.log; kubevirt: not offered,
- *                 see caps).
+ *   serial        the console so far (local: serial.log; kubevirt: not yet — the
+ *                 VMI's console subresource is a WebSocket like vnc, which the same
+ *                 bridge can carry into a log).
  *   usb_attach/detach  hot-plug (local: QMP device_add/device_del; KubeVirt has no
  *                 host-device hot-plug for VMIs, so not offered).
  *   capacity      what admission may still place: local reads the host (load,

@@ -753,6 +753,15 @@ static void in_cluster_account(void)
 
 int main(void)
 {
+    /* The tests build on each other: with a filter (tests/run -k) they run all or
+     * none, as the filter names one of them or not. */
+    const char *filter = getenv("QDESK_TEST_FILTER");
+    const char *names = "kubevirt-runner create display screenshot watch stop cloud-init "
+                        "unschedulable refusal capacity restart credentials";
+    if (filter && filter[0] && !strstr(names, filter)) {
+        printf("1..0\n");
+        return 0;
+    }
     log_set_level(getenv("QDESK_TEST_VERBOSE") ? LOG_DEBUG : LOG_ERROR);
     signal(SIGPIPE, SIG_IGN);
     const char *r = getenv("QDESK_ROOT");
