@@ -67,6 +67,7 @@ struct kv_runner {
     struct k8s *k8s;
     struct workq *work;
     struct runner_vm *vms;
+    struct job *jobs; /* submitted, their done not yet run */
     struct bridge *bridges;
     pthread_mutex_t lock; /* bridges list only */
 
@@ -276,7 +277,22 @@ struct job {
     void *cb;
     void *cb_arg;
     struct k8s_ws *ws;
+    struct job *next; /* the runner's jobs in flight */
 };
+
+/* Ends a job on the loop: unlinks and frees it with what it still holds. */
+static void job_free(struct job *j)
+{
+    for (struct job **p = &j->r->jobs; *p; p = &(*p)->next)
+        if (*p == j) {
+            *p = j->next;
+            break;
+        }
+    k8s_response_free(&j->resp);
+    k8s_response_free(&j->resp2);
+    k8s_ws_close(j->ws);
+    free(j);
+}
 
 static int submit(struct kv_runner *r, struct runner_vm *vm, int kind,
                   void (*run)(void *), void (*done)(void *), unsigned grace, void *cb,
@@ -292,6 +308,8 @@ static int submit(struct kv_runner *r, struct runner_vm *vm, int kind,
         free(j);
         return -1;
     }
+    j->next = r->jobs;
+    r->jobs = j;
     return 0;
 }
 
@@ -338,8 +356,7 @@ static void delete_done(void *arg)
         log_warn("kubevirt %s: deleting %s/%s: %s", j->r->cfg.name, j->ns, j->name, j->err);
     else if (vm && j->resp.status == 404)
         gone(vm); /* it was gone already: no watch event will come */
-    k8s_response_free(&j->resp);
-    free(j);
+    job_free(j);
 }
 
 /* ---- the watch thread ------------------------------------------------------------ */
@@ -673,8 +690,7 @@ static void get_done(void *arg)
     else if (vm)
         log_warn("kubevirt %s: cannot read %s: %s", j->r->cfg.name, j->name,
                  j->rc < 0 ? j->err : "the cluster refused");
-    k8s_response_free(&j->resp);
-    free(j);
+    job_free(j);
 }
 
 static struct runner_vm *kv_reattach(struct runner *rr, const struct runner_placement *p,
@@ -773,9 +789,7 @@ static void sweep_done(void *arg)
         sweep_now(r, names);
         json_decref(names);
     }
-    k8s_response_free(&j->resp);
-    k8s_response_free(&j->resp2);
-    free(j);
+    job_free(j);
 }
 
 static void kv_sweep(struct runner *rr, bool (*live)(const char *session_id, void *arg),
@@ -843,13 +857,11 @@ static void ws_done(void *arg)
     int sv[2] = {-1, -1};
     struct bridge *b = NULL;
     reap_bridges(r, false);
-    if (!vm) { /* released meanwhile: nobody to hand it to */
-        k8s_ws_close(j->ws);
+    if (!vm) { /* released meanwhile: nobody to hand it to (job_free closes it) */
     } else if (!j->ws) {
         cb(vm, -1, j->err, j->cb_arg);
     } else if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0 ||
                !(b = calloc(1, sizeof(*b)))) {
-        k8s_ws_close(j->ws);
         if (sv[0] >= 0) {
             close(sv[0]);
             close(sv[1]);
@@ -857,11 +869,12 @@ static void ws_done(void *arg)
         cb(vm, -1, "out of resources for the display bridge", j->cb_arg);
     } else {
         *b = (struct bridge){.ws = j->ws, .fd = sv[1]};
+        j->ws = NULL; /* the bridge has it */
         snprintf(b->name, sizeof(b->name), "%s", j->name);
         pthread_mutex_lock(&r->lock);
         if (pthread_create(&b->thread, NULL, bridge_main, b) != 0) {
             pthread_mutex_unlock(&r->lock);
-            k8s_ws_close(j->ws);
+            k8s_ws_close(b->ws);
             close(sv[0]);
             close(sv[1]);
             free(b);
@@ -873,7 +886,7 @@ static void ws_done(void *arg)
             cb(vm, sv[0], NULL, j->cb_arg);
         }
     }
-    free(j);
+    job_free(j);
 }
 
 static int kv_open_display(struct runner_vm *vm, runner_display_cb cb, void *arg, char *err,
@@ -921,8 +934,7 @@ static void shot_done(void *arg)
     } else if (vm) {
         cb(vm, NULL, 0, j->err, j->cb_arg);
     }
-    k8s_response_free(&j->resp);
-    free(j);
+    job_free(j);
 }
 
 static int kv_screenshot(struct runner_vm *vm, runner_screenshot_cb cb, void *arg,
@@ -1045,8 +1057,7 @@ static void quota_done(void *arg)
                  j->rc < 0 ? j->err : "refused");
     }
     r->cap = c;
-    k8s_response_free(&j->resp);
-    free(j);
+    job_free(j);
     r->quota_timer = loop_timer_add(r->loop, QUOTA_EVERY_MS, quota_tick, r);
 }
 
@@ -1079,7 +1090,9 @@ static void kv_free(struct runner *rr)
     if (r->watching)
         pthread_join(r->watcher, NULL);
     reap_bridges(r, true);
-    workq_free(r->work);
+    workq_free(r->work); /* runs what is queued; their done callbacks never come */
+    while (r->jobs)
+        job_free(r->jobs);
     if (r->notes[0] >= 0) {
         loop_del_fd(r->loop, r->notes[0]);
         struct note *n;
