@@ -267,7 +267,6 @@ struct job {
     struct kv_runner *r;
     char name[64];
     char ns[64];
-    int kind;
     int rc;
     unsigned grace;
     char err[600];
@@ -294,14 +293,13 @@ static void job_free(struct job *j)
     free(j);
 }
 
-static int submit(struct kv_runner *r, struct runner_vm *vm, int kind,
-                  void (*run)(void *), void (*done)(void *), unsigned grace, void *cb,
-                  void *cb_arg)
+static int submit(struct kv_runner *r, struct runner_vm *vm, void (*run)(void *),
+                  void (*done)(void *), unsigned grace, void *cb, void *cb_arg)
 {
     struct job *j = calloc(1, sizeof(*j));
     if (!j)
         return -1;
-    *j = (struct job){.r = r, .kind = kind, .grace = grace, .cb = cb, .cb_arg = cb_arg};
+    *j = (struct job){.r = r, .grace = grace, .cb = cb, .cb_arg = cb_arg};
     snprintf(j->name, sizeof(j->name), "%s", vm->name);
     snprintf(j->ns, sizeof(j->ns), "%s", vm->ns);
     if (workq_submit(r->work, run, done, j) < 0) {
@@ -638,7 +636,7 @@ static void kv_stop(struct runner_vm *vm, unsigned grace_s, bool hurry)
     if (vm->final || (vm->stopping && !hurry))
         return;
     vm->stopping = true;
-    if (submit(vm->r, vm, 0, delete_run, delete_done, hurry ? 0 : grace_s, NULL, NULL) < 0)
+    if (submit(vm->r, vm, delete_run, delete_done, hurry ? 0 : grace_s, NULL, NULL) < 0)
         log_warn("kubevirt %s: cannot queue the deletion of %s", vm->r->cfg.name,
                  vm->name);
 }
@@ -650,7 +648,7 @@ static void kv_release(struct runner_vm *vm)
     struct kv_runner *r = vm->r;
     /* a VMI that failed, powered off (Succeeded) or never ran is still there */
     if (vm->created && !vm->vanished)
-        submit(r, vm, 0, delete_run, delete_done, 0, NULL, NULL);
+        submit(r, vm, delete_run, delete_done, 0, NULL, NULL);
     forget(vm);
 }
 
@@ -713,7 +711,7 @@ static struct runner_vm *kv_reattach(struct runner *rr, const struct runner_plac
     snprintf(vm->uid, sizeof(vm->uid), "%s", strcmp(uid, "-") ? uid : "");
     snprintf(vm->node, sizeof(vm->node), "%s", p->node);
     vm->created = vm->started = true;
-    if (submit(r, vm, 0, get_run, get_done, 0, NULL, NULL) < 0) {
+    if (submit(r, vm, get_run, get_done, 0, NULL, NULL) < 0) {
         kv_release(vm);
         snprintf(why, whysz, "cannot queue a request");
         return NULL;
@@ -740,7 +738,7 @@ static void sweep_now(struct kv_runner *r, json_t *names)
         struct runner_vm tmp = {.r = r};
         snprintf(tmp.name, sizeof(tmp.name), "%s", name);
         snprintf(tmp.ns, sizeof(tmp.ns), "%s", r->cfg.ns);
-        submit(r, &tmp, 0, delete_run, delete_done, 0, NULL, NULL);
+        submit(r, &tmp, delete_run, delete_done, 0, NULL, NULL);
     }
 }
 
@@ -800,7 +798,7 @@ static void kv_sweep(struct runner *rr, bool (*live)(const char *session_id, voi
     r->live_arg = arg;
     struct runner_vm tmp = {.r = r};
     snprintf(tmp.ns, sizeof(tmp.ns), "%s", r->cfg.ns);
-    if (submit(r, &tmp, 0, sweep_run, sweep_done, 0, NULL, NULL) < 0)
+    if (submit(r, &tmp, sweep_run, sweep_done, 0, NULL, NULL) < 0)
         log_warn("kubevirt %s: cannot queue the sweep", r->cfg.name);
 }
 
@@ -889,18 +887,26 @@ static void ws_done(void *arg)
     job_free(j);
 }
 
-static int kv_open_display(struct runner_vm *vm, runner_display_cb cb, void *arg, char *err,
-                           size_t errsz)
+/* Queues a job that needs the VM running (display, screenshot). */
+static int submit_running(struct runner_vm *vm, void (*run)(void *), void (*done)(void *),
+                          void *cb, void *arg, const char *what, char *err, size_t errsz)
 {
     if (vm->last_state != RUNNER_RUNNING || vm->final) {
         snprintf(err, errsz, "the VMI %s is not running", vm->name);
         return -1;
     }
-    if (submit(vm->r, vm, 0, ws_run, ws_done, 0, (void *)cb, arg) < 0) {
-        snprintf(err, errsz, "cannot queue the display connection");
+    if (submit(vm->r, vm, run, done, 0, cb, arg) < 0) {
+        snprintf(err, errsz, "cannot queue the %s", what);
         return -1;
     }
     return 0;
+}
+
+static int kv_open_display(struct runner_vm *vm, runner_display_cb cb, void *arg, char *err,
+                           size_t errsz)
+{
+    return submit_running(vm, ws_run, ws_done, (void *)cb, arg, "display connection", err,
+                          errsz);
 }
 
 static void shot_run(void *arg)
@@ -940,15 +946,8 @@ static void shot_done(void *arg)
 static int kv_screenshot(struct runner_vm *vm, runner_screenshot_cb cb, void *arg,
                          char *err, size_t errsz)
 {
-    if (vm->last_state != RUNNER_RUNNING || vm->final) {
-        snprintf(err, errsz, "the VMI %s is not running", vm->name);
-        return -1;
-    }
-    if (submit(vm->r, vm, 0, shot_run, shot_done, 0, (void *)cb, arg) < 0) {
-        snprintf(err, errsz, "cannot queue the screenshot");
-        return -1;
-    }
-    return 0;
+    return submit_running(vm, shot_run, shot_done, (void *)cb, arg, "screenshot", err,
+                          errsz);
 }
 
 /* ---- capacity: the namespace's ResourceQuota -------------------------------------------- */
@@ -1008,7 +1007,7 @@ static void quota_tick(struct loop *l, void *arg)
     r->quota_timer = NULL;
     struct runner_vm tmp = {.r = r};
     snprintf(tmp.ns, sizeof(tmp.ns), "%s", r->cfg.ns);
-    if (submit(r, &tmp, 0, quota_run, quota_done, 0, NULL, NULL) < 0)
+    if (submit(r, &tmp, quota_run, quota_done, 0, NULL, NULL) < 0)
         r->quota_timer = loop_timer_add(r->loop, QUOTA_EVERY_MS, quota_tick, r);
 }
 

@@ -47,15 +47,19 @@ static bool usb_id(const char *s)
     return strlen(s) == 9 && s[4] == ':' && strspn(s, "0123456789abcdef:") == 9;
 }
 
-/* Adds key = value to a map list; the last of a repeated key wins. */
-static int map_put(struct kv_map *list, size_t *n, const char *key, const char *value)
+/* Adds key = value to the map list of kind ("gpu", "usb", "bridge"); the last of a
+ * repeated key wins. Returns 0, or -1 with why when the list is full. */
+static int map_put(struct kv_map *list, size_t *n, const char *kind, const char *key,
+                   const char *value, char *why, size_t whysz)
 {
     size_t i = 0;
     while (i < *n && strcmp(list[i].key, key) != 0)
         i++;
     if (i == *n) {
-        if (*n == KV_MAX_MAPS)
+        if (*n == KV_MAX_MAPS) {
+            snprintf(why, whysz, "more than %d %s.* keys", KV_MAX_MAPS, kind);
             return -1;
+        }
         (*n)++;
     }
     snprintf(list[i].key, sizeof(list[i].key), "%s", key);
@@ -147,12 +151,7 @@ static int parse_key(struct kv_config *c, const char *key, const char *v, char *
                      key, v);
             return -1;
         }
-        return map_put(c->gpu, &c->n_gpu, kind, v) < 0 ? (snprintf(why, whysz,
-                                                                   "more than %d gpu.* "
-                                                                   "keys",
-                                                                   KV_MAX_MAPS),
-                                                          -1)
-                                                       : 0;
+        return map_put(c->gpu, &c->n_gpu, "gpu", kind, v, why, whysz);
     }
     if (!strncmp(key, "usb.", 4)) {
         if (!usb_id(key + 4)) {
@@ -169,11 +168,7 @@ static int parse_key(struct kv_config *c, const char *key, const char *v, char *
                      key, v);
             return -1;
         }
-        if (map_put(c->usb, &c->n_usb, key + 4, v) < 0) {
-            snprintf(why, whysz, "more than %d usb.* keys", KV_MAX_MAPS);
-            return -1;
-        }
-        return 0;
+        return map_put(c->usb, &c->n_usb, "usb", key + 4, v, why, whysz);
     }
     if (!strncmp(key, "bridge.", 7)) {
         const char *slash = strchr(v, '/');
@@ -191,11 +186,7 @@ static int parse_key(struct kv_config *c, const char *key, const char *v, char *
                      key, v);
             return -1;
         }
-        if (map_put(c->bridge, &c->n_bridge, key + 7, v) < 0) {
-            snprintf(why, whysz, "more than %d bridge.* keys", KV_MAX_MAPS);
-            return -1;
-        }
-        return 0;
+        return map_put(c->bridge, &c->n_bridge, "bridge", key + 7, v, why, whysz);
     }
     snprintf(why, whysz, "'%s' is not a kubevirt runner setting; use %s", key,
              SECTION_KEYS);
