@@ -778,6 +778,15 @@ def main():
 
     signal.signal(signal.SIGTERM, bye)
     signal.signal(signal.SIGINT, bye)
+
+    def orphaned(parent=os.getppid()):
+        """A test that crashed cannot stop the simulation: it stops itself, and its
+        QEMUs, when its parent is gone."""
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=orphaned, daemon=True).start()
     with open(os.path.join(args.dir, "ready.tmp"), "w") as f:
         json.dump({"port": srv.server_address[1], "pid": os.getpid()}, f)
     os.rename(os.path.join(args.dir, "ready.tmp"), os.path.join(args.dir, "ready"))
