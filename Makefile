@@ -73,9 +73,10 @@ run: deps build guest
 check: deps build san fuzz guest
 	@tests/run
 
-# Rewrite tests/qemu-args/*.args|.err from the code; review the diff before committing.
+# Rewrite tests/qemu-args/*.args|.err and tests/kubevirt/*.vmi.json|.err from the code; review the diff before committing.
 golden-regen: build
 	QDESK_REGENERATE=1 $(BUILD)/tests/golden tests/qemu-args
+	QDESK_REGENERATE=1 $(BUILD)/tests/golden --kubevirt tests/kubevirt
 
 clean:
 	rm -rf $(BUILD) $(SAN) $(FUZZ)

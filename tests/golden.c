@@ -22,6 +22,7 @@
 #include "qemu/cmdline.h"
 #include "session/alloc.h"
 #include "qemu/spec.h"
+#include "runner/vmi.h"
 #include "util/fs.h"
 #include "util/log.h"
 #include "util/proc.h"
@@ -290,12 +291,82 @@ static int fake_request(json_t *r, const char *source, struct spec_request *req,
     return 0;
 }
 
-/* Returns the newly allocated output for one case: the shell-quoted command line,
- * or the error message and a newline. Sets *is_err. */
-static char *run_case(const char *dir, const char *path, bool *is_err)
+/* [runner NAME] as the case gives it ("runner": {"key": "value", ...}), read by
+ * the runner's own section code as if it stood at line 1 of qdesk.conf. */
+static int fake_runner(json_t *keys, struct kv_config *kv, char *err, size_t errsz)
+{
+    struct config_named sec = {.kind = "runner", .name = "cluster", .file = "qdesk.conf"};
+    sec.n = json_object_size(keys);
+    sec.entries = calloc(sec.n ? sec.n : 1, sizeof(*sec.entries));
+    const char *key;
+    json_t *value;
+    size_t i = 0;
+    json_object_foreach(keys, key, value)
+    {
+        sec.entries[i].key = (char *)key;
+        sec.entries[i].value = (char *)json_string_value(value);
+        sec.entries[i].line = (int)i + 2; /* after the [runner cluster] header */
+        i++;
+    }
+    int rc = kv_config_parse(&sec, 30, kv, err, errsz);
+    free(sec.entries);
+    return rc;
+}
+
+/* The VMI (and the Secret, when one is made) for a resolved case: "session",
+ * "owner", "cloud_init": {"user_data", "network_config", "secret"}. */
+static char *kubevirt_case(json_t *j, const struct spec_request *req,
+                           const struct catalog_machine *m, const struct vm_spec *spec,
+                           char **secret, char *err, size_t errsz)
+{
+    static struct kv_config kv;
+    if (fake_runner(json_object_get(j, "runner"), &kv, err, errsz) < 0)
+        return NULL;
+    json_t *ci = json_object_get(j, "cloud_init");
+    const char *usb[SPEC_MAX_USB];
+    for (size_t i = 0; i < req->n_usb; i++)
+        usb[i] = req->usb[i];
+    struct runner_launch l = {
+        .session_id = str_or(j, "session", "0123456789abcdef"),
+        .owner = str_or(j, "owner", "alice"),
+        .spec = spec,
+        .machine = m,
+        .gpu_type = req->gpu_type,
+        .usb = usb,
+        .n_usb = req->n_usb,
+        .user_data = str_or(ci, "user_data", NULL),
+        .network_config = str_or(ci, "network_config", NULL),
+        .seed_has_secret = json_is_true(json_object_get(ci, "secret")),
+    };
+    struct kv_objects o;
+    if (kv_vmi_build(&kv, &l, &o, err, errsz) < 0)
+        return NULL;
+    char *vmi = json_dumps(o.vmi, JSON_INDENT(2) | JSON_SORT_KEYS);
+    *secret = o.secret ? json_dumps(o.secret, JSON_INDENT(2) | JSON_SORT_KEYS) : NULL;
+    kv_objects_free(&o);
+    char *out = NULL;
+    if (vmi && asprintf(&out, "%s\n", vmi) < 0)
+        out = NULL;
+    free(vmi);
+    if (*secret) {
+        char *with_nl = NULL;
+        if (asprintf(&with_nl, "%s\n", *secret) < 0)
+            with_nl = NULL;
+        free(*secret);
+        *secret = with_nl;
+    }
+    return out;
+}
+
+/* Returns the newly allocated output for one case: the shell-quoted command line
+ * (kubevirt: the VMI, and in *secret its Secret or NULL), or the error message and
+ * a newline. Sets *is_err. */
+static char *run_case(const char *dir, const char *path, bool kubevirt, bool *is_err,
+                      char **secret)
 {
     char err[2048] = "";
     json_error_t jerr;
+    *secret = NULL;
     json_t *j = json_load_file(path, JSON_PRESERVE_ORDER, &jerr);
     if (!j) {
         fprintf(stderr, "%s:%d: %s\n", path, jerr.line, jerr.text);
@@ -320,20 +391,22 @@ static char *run_case(const char *dir, const char *path, bool *is_err)
     snprintf(rundir, sizeof(rundir), "%s", str_or(j, "rundir", "/run/qdesk/s1"));
 
     char *out = NULL;
-    if ((images ? !(real = real_catalog(images, root, err, sizeof(err)))
-                : fake_catalog(json_object_get(j, "machines"), &cat, err, sizeof(err)) <
-                      0) ||
+    bool resolved =
+        !(images ? !(real = real_catalog(images, root, err, sizeof(err)))
+                 : fake_catalog(json_object_get(j, "machines"), &cat, err, sizeof(err)) <
+                       0) &&
         fake_request(json_object_get(j, "request"), str_or(j, "source", "cli"), &req, err,
-                     sizeof(err)) < 0 ||
-        !(m = catalog_lookup(real ? real : &cat, req.machine, err, sizeof(err))) ||
-        spec_resolve(&req, m, &host, &lim, name, rundir, &spec, err, sizeof(err)) < 0 ||
-        alloc_plan(&cfg, &req, &spec, err, sizeof(err)) < 0 ||
-        qemu_build_cmdline(&a, &spec) < 0) {
+                     sizeof(err)) == 0 &&
+        (m = catalog_lookup(real ? real : &cat, req.machine, err, sizeof(err))) &&
+        spec_resolve(&req, m, &host, &lim, name, rundir, &spec, err, sizeof(err)) == 0;
+    if (resolved && kubevirt) {
+        out = kubevirt_case(j, &req, m, &spec, secret, err, sizeof(err));
+        *is_err = !out;
+    } else if (!resolved || alloc_plan(&cfg, &req, &spec, err, sizeof(err)) < 0 ||
+               qemu_build_cmdline(&a, &spec) < 0) {
         if (!err[0])
             snprintf(err, sizeof(err), "%s", a.err);
         *is_err = true;
-        if (asprintf(&out, "%s\n", err) < 0)
-            out = NULL;
     } else {
         /* what the user is told beside the command line, and the network helper
          * qdesk starts first, as shell comments (as qdesk args prints the latter) */
@@ -354,6 +427,8 @@ static char *run_case(const char *dir, const char *path, bool *is_err)
         free(args);
         free(net);
     }
+    if (*is_err && asprintf(&out, "%s\n", err) < 0)
+        out = NULL;
     argv_free(&a);
     free(cat.machines);
     catalog_free(real);
@@ -373,13 +448,69 @@ static int compare_names(const void *a, const void *b)
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
+/* The outputs a case may have besides NAME.json and NAME.err. */
+static const char *const qemu_outputs[] = {".args", NULL};
+static const char *const kubevirt_outputs[] = {".vmi.json", ".secret.json", NULL};
+
+/* Splits f into its case name and suffix (".json", ".err" or an output's); returns
+ * the suffix, or NULL for a file that is none of them. */
+static const char *split_file(const char *f, const char *const *outputs, char *base,
+                              size_t basesz)
+{
+    const char *known[8] = {".err"};
+    size_t n = 1;
+    for (size_t i = 0; outputs[i]; i++)
+        known[n++] = outputs[i];
+    known[n++] = ".json"; /* last: ".vmi.json" ends with it too */
+    size_t len = strlen(f);
+    for (size_t i = 0; i < n; i++) {
+        size_t k = strlen(known[i]);
+        if (len > k && !strcmp(f + len - k, known[i])) {
+            snprintf(base, basesz, "%.*s", (int)(len - k), f);
+            return known[i];
+        }
+    }
+    return NULL;
+}
+
+/* Compares (or with regenerate writes) one output file; a NULL want_text means the
+ * case must not have that file. Returns true when it matches. */
+static bool check_output(const char *path, const char *text, bool regenerate,
+                         const char *base, char *why, size_t whysz)
+{
+    if (regenerate) {
+        if (text)
+            fs_write_file(path, text, strlen(text), 0644);
+        else
+            unlink(path);
+        return true;
+    }
+    char *want = fs_read_file(path, 1 << 20, NULL);
+    bool ok = true;
+    if (!text && want) {
+        snprintf(why, whysz, "%s: the code gives no %s, but it exists", base, path);
+        ok = false;
+    } else if (text && !want) {
+        snprintf(why, whysz, "%s: %s does not exist; the code gives:\n# %s", base, path,
+                 text);
+        ok = false;
+    } else if (text && strcmp(want, text) != 0) {
+        snprintf(why, whysz, "%s differs from %s\n# got:\n%s", base, path, text);
+        ok = false;
+    }
+    free(want);
+    return ok;
+}
+
 int main(int argc, char **argv)
 {
-    if (argc != 2) {
-        fprintf(stderr, "usage: golden DIR\n");
+    bool kubevirt = argc == 3 && !strcmp(argv[1], "--kubevirt");
+    if (argc != 2 && !kubevirt) {
+        fprintf(stderr, "usage: golden [--kubevirt] DIR\n");
         return 2;
     }
-    const char *dir = argv[1];
+    const char *dir = argv[argc - 1];
+    const char *const *outputs = kubevirt ? kubevirt_outputs : qemu_outputs;
     bool regenerate = getenv("QDESK_REGENERATE") && getenv("QDESK_REGENERATE")[0] == '1';
     log_set_level(LOG_WARN); /* a refused machine is a case's output, not news */
     char pci_ids[PATH_MAX], usb_ids[PATH_MAX];
@@ -405,59 +536,52 @@ int main(int argc, char **argv)
     int failed = 0, total = 0;
     for (size_t i = 0; i < n; i++) {
         const char *f = files[i];
-        size_t len = strlen(f);
-        const char *dot = strrchr(f, '.');
         char json[PATH_MAX], base[256];
-        snprintf(base, sizeof(base), "%.*s", (int)(dot ? dot - f : (long)len), f);
+        const char *suffix = split_file(f, outputs, base, sizeof(base));
         snprintf(json, sizeof(json), "%s/%s.json", dir, base);
-        if (!dot ||
-            (strcmp(dot, ".json") && strcmp(dot, ".args") && strcmp(dot, ".err")) ||
-            (strcmp(dot, ".json") && !fs_exists(json))) {
+        if (!suffix || (strcmp(suffix, ".json") && !fs_exists(json))) {
             printf("not ok %d - %s is a data file that no test uses\n", ++total, f);
             failed++;
             continue;
         }
-        if (strcmp(dot, ".json"))
+        if (strcmp(suffix, ".json"))
             continue;
 
         bool is_err;
-        char *out = run_case(dir, json, &is_err);
-        char want_path[PATH_MAX], other_path[PATH_MAX];
-        snprintf(want_path, sizeof(want_path), "%s/%s.%s", dir, base,
-                 is_err ? "err" : "args");
-        snprintf(other_path, sizeof(other_path), "%s/%s.%s", dir, base,
-                 is_err ? "args" : "err");
+        char *secret = NULL;
+        char *out = run_case(dir, json, kubevirt, &is_err, &secret);
         total++;
         if (!out) {
             printf("not ok %d - %s: cannot read the case\n", total, base);
             failed++;
+            free(secret);
             continue;
         }
-        if (regenerate) {
-            fs_write_file(want_path, out, strlen(out), 0644);
-            unlink(other_path);
-            printf("ok %d - %s (regenerated %s)\n", total, base,
-                   is_err ? ".err" : ".args");
-            free(out);
-            continue;
+        /* every file the case may have: the error, or its outputs */
+        const char *texts[4] = {is_err ? out : NULL, is_err ? NULL : out,
+                                is_err ? NULL : secret};
+        const char *exts[4] = {".err", outputs[0], outputs[1]};
+        bool ok = true;
+        char why[8192] = "";
+        for (size_t k = 0; k < 3 && ok; k++) {
+            if (!exts[k])
+                continue;
+            char path[PATH_MAX];
+            snprintf(path, sizeof(path), "%s/%s%s", dir, base, exts[k]);
+            ok = check_output(path, texts[k], regenerate, base, why, sizeof(why));
         }
-        char *want = fs_read_file(want_path, 1 << 20, NULL);
-        if (!want) {
-            printf("not ok %d - %s: the code gives %s but %s does not exist:\n# %s",
-                   total, base, is_err ? "an error" : "a command line", want_path, out);
-            failed++;
-        } else if (strcmp(want, out) != 0) {
-            printf("not ok %d - %s differs from %s\n# got:\n%s", total, base, want_path,
-                   out);
-            failed++;
-        } else if (fs_exists(other_path)) {
-            printf("not ok %d - %s has both .args and .err\n", total, base);
-            failed++;
-        } else {
+        if (regenerate)
+            printf("ok %d - %s (regenerated)\n", total, base);
+        else if (ok)
             printf("ok %d - %s\n", total, base);
+        else {
+            printf("not ok %d - %s", total, why);
+            if (why[strlen(why) - 1] != '\n')
+                printf("\n");
+            failed++;
         }
-        free(want);
         free(out);
+        free(secret);
     }
     printf("1..%d\n", total);
     for (size_t i = 0; i < n; i++)

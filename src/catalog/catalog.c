@@ -118,6 +118,55 @@ static int set_count(unsigned *field, const char *key, const char *value, unsign
     return 0;
 }
 
+/* A DNS-1123 subdomain, as Kubernetes names objects: lower-case letters, digits,
+ * '-' and '.', starting and ending with a letter or digit, at most 253 characters. */
+static bool k8s_name_ok(const char *s)
+{
+    size_t n = strlen(s);
+    return n > 0 && n <= 253 && strspn(s, "abcdefghijklmnopqrstuvwxyz0123456789-.") == n &&
+           isalnum((unsigned char)s[0]) && isalnum((unsigned char)s[n - 1]);
+}
+
+/* Where the machine runs when it is not this host: runner = NAME (a [runner NAME]
+ * section, checked when the service reads its config) and kubevirt_disk =
+ * containerdisk:REGISTRY/IMAGE[:TAG|@DIGEST] or pvc:NAME (the cluster's copy of the
+ * image: a container disk, or a PersistentVolumeClaim used read-only under an
+ * ephemeral overlay). */
+static int set_cluster_key(struct catalog_machine *m, const char *key, const char *value,
+                           char *err, size_t errsz)
+{
+    if (key[0] == 'r') {
+        size_t n = strlen(value);
+        if (n == 0 || n >= sizeof(m->runner) ||
+            strspn(value, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_") !=
+                n) {
+            snprintf(err, errsz,
+                     "runner: '%s' must name a runner: local, or a [runner NAME] section",
+                     value);
+            return -1;
+        }
+        memcpy(m->runner, value, n + 1);
+        return 0;
+    }
+    const char *image = strncmp(value, "containerdisk:", 14) == 0 ? value + 14 : NULL;
+    const char *pvc = strncmp(value, "pvc:", 4) == 0 ? value + 4 : NULL;
+    /* an image reference: registry host[:port]/path[:tag][@sha256:hex], no blanks */
+    bool image_ok = image && image[0] && strlen(image) < 400 &&
+                    strspn(image, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                  "0123456789-._/:@") == strlen(image) &&
+                    image[0] != '/' && image[0] != ':' && !strstr(image, "//");
+    if ((!image && !pvc) || (image && !image_ok) || (pvc && !k8s_name_ok(pvc))) {
+        snprintf(err, errsz,
+                 "kubevirt_disk: '%s' must be containerdisk:REGISTRY/IMAGE[:TAG] or "
+                 "pvc:NAME (a PersistentVolumeClaim name: lower-case letters, digits, "
+                 "'-' and '.')",
+                 value);
+        return -1;
+    }
+    snprintf(m->kubevirt_disk, sizeof(m->kubevirt_disk), "%s", value);
+    return 0;
+}
+
 int catalog_set(struct catalog_machine *m, const char *dir, const char *key,
                 const char *value, char *err, size_t errsz)
 {
@@ -177,6 +226,8 @@ int catalog_set(struct catalog_machine *m, const char *dir, const char *key,
         snprintf(err, errsz, "pin_cpus: '%s' must be yes or no", value);
         return -1;
     }
+    if (strcmp(key, "runner") == 0 || strcmp(key, "kubevirt_disk") == 0)
+        return set_cluster_key(m, key, value, err, errsz);
     if (strcmp(key, "gpu") == 0) {
         unsigned mask = 0;
         char list[256];
@@ -198,7 +249,7 @@ int catalog_set(struct catalog_machine *m, const char *dir, const char *key,
         err, errsz,
         "'%s' is not a machine setting; use description, arch, firmware, machine, cpus, "
         "sockets, threads, memory, kernel, initrd, append, gpu, disk_bus, video, "
-        "hugepages or pin_cpus",
+        "hugepages, pin_cpus, runner or kubevirt_disk",
         key);
     return -1;
 }
@@ -256,8 +307,16 @@ int catalog_finish(struct catalog_machine *m, char *err, size_t errsz)
         snprintf(err, errsz, "append: set without a kernel");
         return -1;
     }
-    if (m->media == CATALOG_MEDIA_NONE && !m->kernel[0]) {
+    if (m->media == CATALOG_MEDIA_NONE && !m->kernel[0] && !m->kubevirt_disk[0]) {
         snprintf(err, errsz, "no image and no kernel: nothing to boot");
+        return -1;
+    }
+    /* a machine that exists only on the cluster cannot run here */
+    if (m->media == CATALOG_MEDIA_NONE && !m->kernel[0] &&
+        (!m->runner[0] || !strcmp(m->runner, "local"))) {
+        snprintf(err, errsz,
+                 "kubevirt_disk without an image here: set runner to the cluster's "
+                 "[runner NAME]");
         return -1;
     }
     if (m->media == CATALOG_MEDIA_DISK && strcmp(m->disk_bus, "ide") == 0 &&
@@ -588,6 +647,8 @@ json_t *catalog_machine_json(const struct catalog_machine *m)
     if (m->memory_mb)
         json_object_set_new(o, "memory_mb", json_integer((json_int_t)m->memory_mb));
     json_object_set_new(o, "video", json_string(m->video));
+    if (m->runner[0])
+        json_object_set_new(o, "runner", json_string(m->runner));
     if (m->refused[0])
         json_object_set_new(o, "refused", json_string(m->refused));
     return o;

@@ -55,6 +55,8 @@ struct catalog_machine {
     char video[16];             /* vga | virtio | bochs | qxl | cirrus | ramfb */
     unsigned long hugepages_kb; /* guest RAM from 2M or 1G hugepages; 0: none */
     bool pin_cpus;              /* each vCPU gets a host CPU of its own */
+    char runner[64];            /* the [runner NAME] it runs on; "" the default */
+    char kubevirt_disk[512];    /* on KubeVirt: "containerdisk:IMAGE" or "pvc:NAME" */
 
     char refused[512]; /* non-empty: the machine cannot be started, and why */
 };
